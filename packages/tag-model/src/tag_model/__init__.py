@@ -1,0 +1,5 @@
+"""tag_model."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
