@@ -1,4 +1,4 @@
-"""Root test configuration.
+"""Root test configuration (tests/ and bench/).
 
 Triton kernels run through the interpreter when there is no CUDA device. The variable must be
 set before any ``@triton.jit`` kernel is defined, so it is set here, before test modules import
