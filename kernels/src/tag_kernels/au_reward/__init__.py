@@ -22,10 +22,7 @@ import torch
 
 from .. import _dispatch as d
 
-try:  # TEMP while the activated-list module lands
-    from ._activated import activated_list
-except ModuleNotFoundError:  # pragma: no cover
-    activated_list = None  # type: ignore[assignment]
+from ._activated import activated_list
 from ._reference import au_grounding_reward_reference
 
 __all__ = ["AUGroundingResult", "activated_list", "au_grounding_reward"]

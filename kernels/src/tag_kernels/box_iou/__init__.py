@@ -37,7 +37,7 @@ def batched_box_iou(a: Any, b: Any, *, backend: str | None = None) -> Any:
         >>> import numpy as np
         >>> a = np.array([[[0, 0, 2, 2]]], dtype=np.float32)
         >>> b = np.array([[[1, 0, 3, 2], [5, 5, 4, 6]]], dtype=np.float32)
-        >>> batched_box_iou(a, b).round(4).tolist()
+        >>> batched_box_iou(a, b).astype(np.float64).round(4).tolist()
         [[[0.3333, 0.0]]]
     """
     fam = d.common_family(_OP, a=a, b=b)
