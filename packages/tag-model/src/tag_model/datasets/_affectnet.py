@@ -1,0 +1,197 @@
+"""AffectNet (manually annotated part) reader."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import os
+from pathlib import Path
+
+import datasets as hf
+import numpy as np
+
+from tag_model.au import AFFECTNET7, AFFECTNET8, AFFECTNET_CODES
+from tag_model.faces import parse_affectnet_landmarks
+
+from ._common import DatasetFormatError, LoadReport, Record, build_dataset, resolve_inside
+
+__all__ = ["AFFECTNET_COLUMNS", "load_affectnet"]
+
+AFFECTNET_COLUMNS: tuple[str, ...] = (
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+)
+"""Columns of AffectNet's ``training.csv`` / ``validation.csv``."""
+
+_FILES = {
+    "train": "training.csv",
+    "training": "training.csv",
+    "validation": "validation.csv",
+    "valid": "validation.csv",
+    "val": "validation.csv",
+    "test": "validation.csv",
+}
+_LIST_DIRS = ("", "Manually_Annotated_file_lists")
+
+
+def _number(path: Path, line: int, column: str, text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise DatasetFormatError(path, line, text, f"column {column!r} must be a number") from None
+    if not math.isfinite(v):
+        raise DatasetFormatError(path, line, text, f"column {column!r} must be finite")
+    return v
+
+
+def load_affectnet(
+    root: str | os.PathLike[str],
+    split: str = "train",
+    classes: int = 7,
+    *,
+    images_dir: str = "Manually_Annotated_Images",
+    extra_columns: bool = False,
+    skip_missing: bool = False,
+    verify_images: bool = True,
+    return_report: bool = False,
+) -> hf.Dataset | tuple[hf.Dataset, LoadReport]:
+    """Read AffectNet (manually annotated images) into a ``datasets.Dataset``.
+
+    Files: ``root/training.csv`` (``split="train"``) or ``root/validation.csv``
+    (``"validation"``; ``"val"`` and ``"test"`` are aliases, as AffectNet's validation set is
+    the usual test set). ``root/Manually_Annotated_file_lists/`` is also searched. Columns:
+    ``subDirectory_filePath, face_x, face_y, face_width, face_height, facial_landmarks,
+    expression, valence, arousal``. Images are ``root/<images_dir>/<subDirectory_filePath>``.
+
+    Expression codes 0-10: 0 neutral, 1 happy, 2 sad, 3 surprise, 4 fear, 5 disgust,
+    6 anger, 7 contempt, 8 none, 9 uncertain, 10 no-face. ``classes=7`` keeps 0-6 (drops 7-10);
+    ``classes=8`` keeps 0-7 (drops 8-10). Dropped rows are counted per class name in
+    ``report.dropped``.
+
+    ``path`` is relative to ``root`` (``<images_dir>/<subDirectory_filePath>``). The images
+    folder may itself be a symlink (e.g. to a big disk); paths inside it that climb out of it,
+    are absolute, or are symlinks leading out of it are refused (:class:`UnsafePathError`).
+
+    ``landmarks`` are the file's 68 points (pixels of the full image in ``images_dir``; None
+    where the field is empty). ``extra_columns=True`` adds ``face_box`` (xyxy float32 from
+    ``face_x/face_y/face_width/face_height``), ``valence`` and ``arousal``.
+
+    A file without the header row is read in the column order above. Every row is validated, kept or not: a malformed row raises :class:`DatasetFormatError`
+    naming the file, the 1-based line and the value.
+    """
+    key = split.strip().lower()
+    if key not in _FILES:
+        raise ValueError(f"AffectNet split must be one of {sorted(_FILES)}, got {split!r}")
+    if classes not in (7, 8):
+        raise ValueError(f"AffectNet classes must be 7 or 8, got {classes!r}")
+    space = AFFECTNET7 if classes == 7 else AFFECTNET8
+    root_p = Path(root).resolve()
+    candidates = [root_p / d / _FILES[key] for d in _LIST_DIRS]
+    csv_path = next((p for p in candidates if p.is_file()), None)
+    if csv_path is None:
+        raise FileNotFoundError(
+            f"AffectNet list not found: tried {', '.join(str(p) for p in candidates)}"
+        )
+    img_root = (root_p / images_dir).resolve()  # may itself be a symlink (big image store)
+    report = LoadReport(
+        source="affectnet",
+        split="train" if _FILES[key] == "training.csv" else "validation",
+        files=[str(csv_path)],
+    )
+    extra = (
+        hf.Features(
+            {
+                "face_box": hf.List(hf.Value("float32"), length=4),
+                "valence": hf.Value("float32"),
+                "arousal": hf.Value("float32"),
+            }
+        )
+        if extra_columns
+        else None
+    )
+    records: list[Record] = []
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise DatasetFormatError(csv_path, 1, "", "empty file, expected a header row")
+        names = [h.strip() for h in header]
+        first: list[list[str]] = []
+        if len(names) == len(AFFECTNET_COLUMNS) and names[6].isdigit():
+            # a list without a header row (some copies): standard column order
+            first, names = [header], list(AFFECTNET_COLUMNS)
+        missing = [c for c in AFFECTNET_COLUMNS if c not in names]
+        if missing:
+            raise DatasetFormatError(csv_path, 1, header, f"missing column(s) {missing}")
+        col = {n: i for i, n in enumerate(names)}
+        for row in itertools.chain(first, reader):
+            if not row or all(not c.strip() for c in row):
+                continue
+            line = reader.line_num
+            if len(row) != len(names):
+                raise DatasetFormatError(
+                    csv_path, line, f"{len(row)} fields", f"expected {len(names)} fields"
+                )
+            code_text = row[col["expression"]].strip()
+            try:
+                code = int(code_text)
+            except ValueError:
+                code = -1
+            if code not in AFFECTNET_CODES:
+                raise DatasetFormatError(
+                    csv_path, line, code_text, "expression must be an integer code 0-10"
+                )
+            fx, fy, fw, fh_ = (
+                _number(csv_path, line, c, row[col[c]].strip())
+                for c in ("face_x", "face_y", "face_width", "face_height")
+            )
+            valence = _number(csv_path, line, "valence", row[col["valence"]].strip())
+            arousal = _number(csv_path, line, "arousal", row[col["arousal"]].strip())
+            try:
+                lm = parse_affectnet_landmarks(row[col["facial_landmarks"]])
+            except ValueError as exc:
+                raise DatasetFormatError(
+                    csv_path, line, row[col["facial_landmarks"]], f"facial_landmarks: {exc}"
+                ) from None
+            rel = row[col["subDirectory_filePath"]]
+            img_abs, img_rel = resolve_inside(img_root, rel, file=csv_path, line=line)
+            img_rel = f"{images_dir.strip('/')}/{img_rel}"
+            report.rows += 1
+            if code not in space.file_codes:
+                report.drop(AFFECTNET_CODES[code])
+                continue
+            label = space.name_of_code(code)
+            records.append(
+                Record(
+                    image=str(img_abs),
+                    label=label,
+                    label_id=space.id_of(label),
+                    landmarks=lm,
+                    path=img_rel,
+                    line=line,
+                    check=img_abs,
+                    extra={
+                        "face_box": np.array([fx, fy, fx + fw, fy + fh_], np.float32).tolist(),
+                        "valence": valence,
+                        "arousal": arousal,
+                    },
+                )
+            )
+    ds = build_dataset(
+        records,
+        space=space,
+        report=report,
+        root=img_root,
+        skip_missing=skip_missing,
+        verify_images=verify_images,
+        extra_features=extra,
+    )
+    return (ds, report) if return_report else ds
