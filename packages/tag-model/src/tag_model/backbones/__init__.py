@@ -1,0 +1,78 @@
+"""VLM backbones for TAG: Qwen2-VL, Qwen2.5-VL and Qwen3-VL.
+
+- :func:`load_backbone` loads a checkpoint (local folder or hub id) through the
+  transformers Auto classes and returns ``(model, processor, adapter)``.
+- :class:`BackboneAdapter` (:func:`get_adapter`) converts boxes between the family's text
+  coordinate space and image pixels (0-1000 relative for Qwen2-VL / Qwen3-VL; pixels of
+  the resized input for Qwen2.5-VL).
+- :func:`build_messages` / :func:`build_prompt_text` build the grounded (or zero-shot)
+  prompt with the image and the label set.
+- :func:`freeze_for_training` applies the freezing policy (vision frozen; projector and
+  language model train; optional LoRA) and reports parameter counts.
+- :func:`make_tiny_vlm` builds a tiny random model, tokenizer and processor offline.
+
+Importing this package is cheap: transformers, peft and torch load on first use.
+"""
+
+from ._coords import BackboneAdapter, get_adapter
+from ._families import FAMILIES, FamilySpec, UnknownFamilyError, family_spec, resolve_family
+from ._freeze import (
+    PARTS,
+    LoraSpec,
+    ParamReport,
+    PartCount,
+    freeze_for_training,
+    lora_config_for,
+    param_report,
+    part_of,
+)
+from ._generate import generate_completions
+from ._loading import BackboneNotFoundError, detect_family, load_backbone
+from ._prompts import (
+    DEFAULT_PROMPT_FAMILY,
+    build_messages,
+    build_prompt_text,
+    grounded_instruction,
+    zero_shot_instruction,
+)
+from ._tiny import (
+    TINY_SPECIAL_TOKENS,
+    build_tiny_tokenizer,
+    load_processor,
+    make_tiny_vlm,
+    qwen_chat_template,
+    tokenizer_corpus,
+)
+
+__all__ = [
+    "DEFAULT_PROMPT_FAMILY",
+    "FAMILIES",
+    "PARTS",
+    "TINY_SPECIAL_TOKENS",
+    "BackboneAdapter",
+    "BackboneNotFoundError",
+    "FamilySpec",
+    "LoraSpec",
+    "ParamReport",
+    "PartCount",
+    "UnknownFamilyError",
+    "build_messages",
+    "build_prompt_text",
+    "build_tiny_tokenizer",
+    "detect_family",
+    "family_spec",
+    "freeze_for_training",
+    "generate_completions",
+    "get_adapter",
+    "grounded_instruction",
+    "load_backbone",
+    "load_processor",
+    "lora_config_for",
+    "make_tiny_vlm",
+    "param_report",
+    "part_of",
+    "qwen_chat_template",
+    "resolve_family",
+    "tokenizer_corpus",
+    "zero_shot_instruction",
+]

@@ -1,0 +1,71 @@
+"""Batched generation on face images with a loaded (or tiny) backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._prompts import build_messages, build_prompt_text
+
+if TYPE_CHECKING:
+    from ._coords import BackboneAdapter
+
+__all__ = ["generate_completions"]
+
+
+def generate_completions(
+    model: Any,
+    processor: Any,
+    images: Sequence[Any],
+    labels: Any,
+    *,
+    family: str | BackboneAdapter | None = None,
+    grounded: bool = True,
+    system: str | None = None,
+    max_new_tokens: int = 512,
+    do_sample: bool = False,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Generate one completion per image (decoded, special tokens skipped).
+
+    Args:
+        model, processor: e.g. from :func:`load_backbone` or :func:`make_tiny_vlm`.
+        images: PIL images (any size; the processor resizes them).
+        labels: the label set (``LabelSpace``, its name, or names).
+        family: the family or adapter whose box convention the prompt states
+            (default: ``model.config.model_type``).
+        grounded: TAG's grounded trace prompt, or the zero-shot baseline.
+        max_new_tokens, do_sample, **generate_kwargs: passed to ``model.generate``.
+
+    Returns:
+        The completions' text, in the order of ``images``.
+    """
+    import torch
+
+    if family is None:
+        family = getattr(getattr(model, "config", None), "model_type", None)
+    images = list(images)
+    if not images:
+        return []
+    prompts = [
+        build_prompt_text(
+            processor,
+            build_messages(img, labels, grounded=grounded, system=system, family=family),
+        )
+        for img in images
+    ]
+    tokenizer = processor.tokenizer
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only batched generation pads on the left
+    try:
+        inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = old_side
+    device = next(model.parameters()).device
+    inputs = inputs.to(device)
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **generate_kwargs
+        )
+    new_tokens = out[:, inputs["input_ids"].shape[1] :]
+    return processor.batch_decode(new_tokens, skip_special_tokens=True)
