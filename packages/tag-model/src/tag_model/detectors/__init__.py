@@ -1,0 +1,34 @@
+"""AU detectors: one interface, image and/or landmarks -> probability per AU.
+
+- :class:`GeometricAUDetector` — built in, on iBUG-68 landmarks.
+- :class:`OpenFaceCSVDetector` / :func:`read_openface_aus` — OpenFace 2.0 CSV output.
+- :class:`PyFeatDetector` — py-feat, if installed (imported lazily).
+"""
+
+from tag_model.detectors._geometric import (
+    GEOMETRIC_D_MAX,
+    GeometricAUDetector,
+    geometric_measurements,
+)
+from tag_model.detectors._openface import (
+    OpenFaceAUs,
+    OpenFaceCSVDetector,
+    OpenFaceFormatError,
+    OpenFaceRow,
+    read_openface_aus,
+)
+from tag_model.detectors._protocol import AUDetector
+from tag_model.detectors._pyfeat import PyFeatDetector
+
+__all__ = [
+    "GEOMETRIC_D_MAX",
+    "AUDetector",
+    "GeometricAUDetector",
+    "OpenFaceAUs",
+    "OpenFaceCSVDetector",
+    "OpenFaceFormatError",
+    "OpenFaceRow",
+    "PyFeatDetector",
+    "geometric_measurements",
+    "read_openface_aus",
+]

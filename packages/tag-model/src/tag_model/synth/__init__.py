@@ -1,0 +1,18 @@
+"""SynthFACS: synthetic faces with known landmarks, Action Unit intensities and labels."""
+
+from tag_model.synth._generator import PRESENCE_THRESHOLD, SynthFACS, SynthSample
+from tag_model.synth._rafdb import SynthAnnotation, read_synth_annotations, write_rafdb_layout
+from tag_model.synth._shape import AU_FIELDS, NEUTRAL_SHAPE, SYNTH_AUS, expression_shape
+
+__all__ = [
+    "AU_FIELDS",
+    "NEUTRAL_SHAPE",
+    "PRESENCE_THRESHOLD",
+    "SYNTH_AUS",
+    "SynthAnnotation",
+    "SynthFACS",
+    "SynthSample",
+    "expression_shape",
+    "read_synth_annotations",
+    "write_rafdb_layout",
+]
