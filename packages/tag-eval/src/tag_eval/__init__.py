@@ -1,5 +1,20 @@
-"""tag_eval."""
+"""tag_eval: accuracy, AU-grounding faithfulness, preference studies and reports for TAG.
+
+Submodules (import what you need; heavy dependencies load lazily):
+
+- :mod:`tag_eval.run` — ``tag-eval run``: :class:`~tag_eval.run.RunConfig`,
+  :func:`~tag_eval.run.run_eval`, :func:`~tag_eval.run.compute_metrics`.
+- :mod:`tag_eval.metrics` — accuracy, per-class, macro-F1, confusion matrix, bootstrap and
+  Wilson intervals.
+- :mod:`tag_eval.faithfulness` — grounding F-score, AU precision/recall, hallucination rate,
+  EMFACS consistency.
+- :mod:`tag_eval.judge` — LLM-judge and human preference studies (``tag-eval compare``).
+- :mod:`tag_eval.report` — the self-contained HTML report (``tag-eval report``).
+- :mod:`tag_eval.cli` — the ``tag-eval`` console script.
+"""
+
+from tag_eval._records import EvalInputError
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["EvalInputError", "__version__"]

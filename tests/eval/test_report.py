@@ -1,0 +1,124 @@
+"""``tag-eval report``: a self-contained HTML page; rendered in headless Chromium when slow."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+from tag_eval import EvalInputError
+from tag_eval.cli import main
+from tag_eval.report import build_report
+
+
+def _data_images(page: str) -> list[Image.Image]:
+    return [
+        Image.open(io.BytesIO(base64.b64decode(m)))
+        for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    ]
+
+
+def test_report_is_self_contained_and_complete(crafted_runs, tmp_path):
+    a, b = crafted_runs
+    out = tmp_path / "report.html"
+    rc = main(["report", str(a), str(b), "--out", str(out), "--gallery-size", "4"])
+    assert rc == 0
+    page = out.read_text()
+    # self-contained: nothing fetched from elsewhere
+    assert not re.search(r'(src|href)=["\']?(https?:|//|file:)', page)
+    assert "<link" not in page and "<script" not in page
+    imgs = _data_images(page)
+    # 1 chart + 1 histogram + 2 confusion matrices + 2 x 4 gallery samples
+    assert len(imgs) == 12
+    assert all(im.size[0] > 50 and im.size[1] > 50 for im in imgs)
+    # metrics were computed for the crafted runs and match the table
+    ma = json.loads((a / "metrics.json").read_text())
+    mb = json.loads((b / "metrics.json").read_text())
+    assert ma["classification"]["accuracy"] == 1.0
+    assert f"{ma['faithfulness']['grounding_f']['mean']:.3f}" in page
+    assert f"{mb['faithfulness']['hallucination_rate']['mean']:.3f}" in page
+    for label in (
+        "grounding F-score",
+        "AU precision",
+        "hallucination rate",
+        "EMFACS consistency",
+        "macro-F1",
+        "confusion matrix",
+    ):
+        assert label in page
+    # gallery: the poor run's failures are shown (red cards), the good run's successes too
+    assert page.count("class='card fail'") >= 3
+    assert page.count("class='card'") >= 4
+    assert "&lt;answer&gt;" in page  # traces are escaped, not injected
+    assert "AU" in page
+
+
+def test_gallery_images_show_boxes_side_by_side(crafted_runs, tmp_path):
+    a, _ = crafted_runs
+    lines = (a / "samples.jsonl").read_text().splitlines()
+    with_aus = [x for x in lines if json.loads(x)["activated"]]
+    assert len(with_aus) >= 2
+    (a / "samples.jsonl").write_text("\n".join(with_aus[:2]) + "\n")
+    page = build_report([a], tmp_path / "r.html", gallery_size=2).read_text()
+    gallery = _data_images(page)[-2:]
+    gallery[0].save(tmp_path.parent / "tag_eval_gallery_sample.png")
+    for im in gallery:
+        arr = np.asarray(im.convert("RGB")).astype(int)
+        w = arr.shape[1]
+        green = (arr[..., 1] > 180) & (arr[..., 0] < 90) & (arr[..., 2] < 90)
+        red = (arr[..., 0] > 180) & (arr[..., 1] < 60) & (arr[..., 2] < 60)
+        assert w > 2 * arr.shape[0]  # two panels
+        assert green[:, : w // 2].sum() > 50 and red[:, w // 2 :].sum() > 50
+
+
+def test_report_bad_input(tmp_path, crafted_runs):
+    with pytest.raises(EvalInputError, match="not a tag-eval run"):
+        build_report([tmp_path], tmp_path / "x.html")
+    a, _ = crafted_runs
+    (a / "samples.jsonl").write_text("")
+    with pytest.raises(EvalInputError, match="has no samples"):
+        build_report([a], tmp_path / "x.html")
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(crafted_runs, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
+    a, b = crafted_runs
+    page = build_report([a, b], tmp_path / "report.html", gallery_size=3)
+    shot = tmp_path / "shot.png"
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--window-size=1280,4000",
+        f"--screenshot={shot}",
+        page.as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    im = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert im.shape[:2] == (4000, 1280)
+    # non-blank: many distinct colours, dark text pixels, and the charts' blue/green/red
+    assert len(np.unique(im.reshape(-1, 3), axis=0)) > 200
+    assert (im.sum(-1) < 150).mean() > 0.003
+    assert im.std() > 20
+    keep = tmp_path.parent / "tag_eval_report_screenshot.png"
+    shutil.copy(shot, keep)  # left for a human to look at
