@@ -62,7 +62,7 @@ def compiled() -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module", MODULES[:3])
+@pytest.mark.parametrize("module", MODULES)
 def test_kernels_compile_to_cubin(compiled: list[dict], module: str) -> None:
     mine = [c for c in compiled if c["module"] == module]
     assert mine, f"no kernel of {module} compiled"
