@@ -7,7 +7,9 @@ the integer each dataset's own files use for the same class (RAF-DB numbers 1-7,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 __all__ = [
     "AFFECTNET7",
@@ -34,7 +36,7 @@ CANONICAL_LABELS: tuple[str, ...] = (
 )
 """The eight canonical emotion names (noun form)."""
 
-_SYNONYMS: dict[str, str] = {
+LABEL_SYNONYMS: Mapping[str, str] = MappingProxyType({
     "neutral": "neutral",
     "happiness": "happiness",
     "happy": "happiness",
@@ -51,7 +53,8 @@ _SYNONYMS: dict[str, str] = {
     "angry": "anger",
     "contempt": "contempt",
     "contemptuous": "contempt",
-}
+})
+"""Every accepted spelling (lower case, single spaces) mapped to its canonical label."""
 
 
 def canonical_label(text: str) -> str | None:
@@ -63,7 +66,7 @@ def canonical_label(text: str) -> str | None:
     if not isinstance(text, str):
         return None
     key = " ".join(text.split()).lower()
-    return _SYNONYMS.get(key)
+    return LABEL_SYNONYMS.get(key)
 
 
 @dataclass(frozen=True)

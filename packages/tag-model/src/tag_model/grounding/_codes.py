@@ -16,6 +16,7 @@ import numpy as np
 from tag_model.au import (
     AU_CATALOGUE,
     CANONICAL_LABELS,
+    LABEL_SYNONYMS,
     LabelSpace,
     canonical_label,
     get_label_space,
@@ -128,14 +129,7 @@ def _synonym_candidates() -> list[str]:
     The table is only an accelerator: an answer whose normalised text is not in it is resolved
     by :func:`tag_model.au.canonical_label` itself, so the result never depends on this list.
     """
-    cands = list(CANONICAL_LABELS)
-    try:  # the synonym table of tag_model.au (private there; see the module docstring)
-        from tag_model.au import _labels
-
-        cands += list(getattr(_labels, "_SYNONYMS", {}))
-    except ImportError:  # pragma: no cover - depends on tag_model.au internals
-        pass
-    return cands
+    return [*CANONICAL_LABELS, *LABEL_SYNONYMS]
 
 
 @dataclass(frozen=True)
