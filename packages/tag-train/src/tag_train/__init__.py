@@ -1,4 +1,13 @@
-"""tag_train."""
+"""tag_train: TAG's training pipeline (traces, SFT, GRPO) behind the ``tag-train`` console script.
+
+Subpackages and modules:
+
+- :mod:`tag_train.teachers`: trace teachers (OpenAI-compatible client, local HF VLM, template).
+- :mod:`tag_train.traces`: the resumable TAG-310K-style trace builder with rejection sampling.
+- :mod:`tag_train.rewards`: TRL reward functions (format, answer, AU grounding).
+- :mod:`tag_train.sft`, :mod:`tag_train.rl`: TRL ``SFTTrainer`` / ``GRPOTrainer`` runs.
+- :mod:`tag_train.demo`: the built-in CPU demo (``tag-train rl`` with no arguments).
+"""
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,463 @@
+"""TRL reward functions for TAG: format, answer and AU grounding.
+
+Each reward is a plain function ``f(completions, **columns) -> list[float | None]`` that TRL's
+``GRPOTrainer`` calls with the dataset's columns (``label``, ``image``, ``activated``, ...)
+plus ``log_metric``. Bad model output never raises: a completion that does not parse gets
+0.0 from every reward.
+
+The grounding reward is one batched pipeline with no per-completion Python on the hot path:
+
+1. ``tag_model.grounding.parse_batch`` (compiled) turns B completions into padded arrays
+   ``pred_au[B,K]``, ``pred_boxes[B,K,4]`` (model coordinates), ``format_ok[B]``;
+2. the backbone adapter's ``to_pixels`` converts all boxes to image pixels at once;
+3. ``tag_kernels.au_reward.au_grounding_reward`` scores every completion against its
+   sample's activated list (class-aware by default) in one call.
+
+On a CUDA run, pass ``token_ids=True``: the completions' token ids (TRL's ``completion_ids``)
+go to ``parse_batch`` as a CUDA tensor together with the tokenizer, so parsing and scoring
+stay on the GPU (Triton kernels) and only B floats come back. This path is used only when
+``parse_batch`` accepts token-id tensors; otherwise the text path runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "RewardTimer",
+    "answer_reward",
+    "completion_texts",
+    "format_reward",
+    "get_answer_reward",
+    "get_format_reward",
+    "get_grounding_reward",
+    "get_tag_rewards",
+    "pack_activated",
+]
+
+RewardFunc = Callable[..., list[float | None]]
+
+
+class _ParseCache:
+    """Shares one ``parse_batch`` between the rewards of one TRL call (same ``completions`` object)."""
+
+    def __init__(self) -> None:
+        self._key: Any = None
+        self._labels: Any = None
+        self._value: Any = None
+
+    def get(self, completions: Any, labels: Any, fn: Callable[[], Any]) -> Any:
+        if self._key is completions and self._labels == labels:
+            return self._value
+        value = fn()
+        self._key, self._labels, self._value = completions, labels, value  # keeps the list alive
+        return value
+
+
+class RewardTimer:
+    """Accumulates the wall time spent inside reward functions (for the reward's step share)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+
+    def reset(self) -> float:
+        s, self.seconds, self.calls = self.seconds, 0.0, 0
+        return s
+
+
+def completion_texts(completions: Sequence[Any]) -> list[str]:
+    """Plain text of TRL completions (strings or conversational ``[{"role", "content"}]``)."""
+    out: list[str] = []
+    for c in completions:
+        if isinstance(c, str):
+            out.append(c)
+        elif isinstance(c, list) and c:
+            content = c[-1].get("content", "") if isinstance(c[-1], dict) else ""
+            if isinstance(content, list):
+                content = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+            out.append(str(content or ""))
+        else:
+            out.append("")
+    return out
+
+
+def _sizes(n: int, image: Sequence[Any] | None, image_size: Sequence[Any] | None) -> np.ndarray:
+    """``[B,2]`` (w, h) from an ``image`` column of PIL images, or an ``image_size`` column."""
+    if image_size is not None:
+        return np.asarray(image_size, dtype=np.float32).reshape(n, 2)
+    if image is None:
+        raise ValueError("the grounding reward needs an `image` or an `image_size` column")
+    sizes = np.empty((n, 2), dtype=np.float32)
+    cache: dict[int, tuple[int, int]] = {}
+    for i, im in enumerate(image):
+        if isinstance(im, list):  # TRL "images" column: one image per prompt
+            im = im[0]
+        key = id(im)
+        if key not in cache:
+            cache[key] = im.size
+        sizes[i] = cache[key]
+    return sizes
+
+
+def _entry(e: Any) -> tuple[int, float, Any]:
+    if isinstance(e, dict):
+        return e["au"], e["prob"], e["box"]
+    au = getattr(e, "au", None)
+    if au is not None:
+        return au, e.prob, e.box
+    return e[0], e[1], e[2]
+
+
+def pack_activated(activated: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad an ``activated`` column into ``(ref_boxes[B,M,4] f32, ref_au[B,M] i32, ref_prob[B,M] f32)``.
+
+    Entries are dicts ``{au, prob, box}``, ``ActivatedAU`` or ``(au, prob, box)`` tuples;
+    padding has ``au = -1``, ``prob = 0`` and a zero box. One flat pass, one scatter.
+    """
+    n = len(activated)
+    counts = np.fromiter((len(a) for a in activated), dtype=np.int64, count=n)
+    m = max(1, int(counts.max()) if n else 1)
+    flat = [_entry(e) for row in activated for e in row]
+    boxes = np.zeros((n, m, 4), dtype=np.float32)
+    aus = np.full((n, m), -1, dtype=np.int32)
+    probs = np.zeros((n, m), dtype=np.float32)
+    if flat:
+        rows = np.repeat(np.arange(n), counts)
+        starts = np.cumsum(counts) - counts
+        cols = np.arange(len(flat)) - np.repeat(starts, counts)
+        au_f, prob_f, box_f = zip(*flat)
+        aus[rows, cols] = np.asarray(au_f, dtype=np.int32)
+        probs[rows, cols] = np.asarray(prob_f, dtype=np.float32)
+        boxes[rows, cols] = np.asarray(box_f, dtype=np.float32).reshape(-1, 4)
+    return boxes, aus, probs
+
+
+def _timed(fn: RewardFunc, timer: RewardTimer | None, name: str) -> RewardFunc:
+    if timer is None:
+        fn.__name__ = name
+        return fn
+
+    def wrapped(*args: Any, **kwargs: Any) -> list[float | None]:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            timer.seconds += time.perf_counter() - t0
+            timer.calls += 1
+
+    wrapped.__name__ = name
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def get_grounding_reward(
+    family: str,
+    *,
+    beta: float = 1.0,
+    class_aware: bool = True,
+    empty_value: float = 1.0,
+    labels: Sequence[str] | None = None,
+    require_format: bool = True,
+    max_pairs: int = 64,
+    backend: str | None = None,
+    token_ids: bool = False,
+    tokenizer: Any = None,
+    processor: Any = None,
+    timer: RewardTimer | None = None,
+    _cache: _ParseCache | None = None,
+) -> RewardFunc:
+    """Build TAG's AU-grounding reward for a backbone family (TRL reward-function style).
+
+    Args:
+        family: backbone family (``"qwen2_vl"``, ``"qwen2_5_vl"``, ``"qwen3_vl"``); its adapter
+            converts the model's boxes to image pixels.
+        beta: F-beta weight of recall against precision.
+        class_aware: match only boxes of the same AU (False: region-level matching).
+        empty_value: reward when both the prediction and the detector are empty.
+        labels: label set given to the parser (``None``: every canonical label).
+        require_format: completions whose format does not parse score 0.0.
+        max_pairs: K, the most (AU, box) pairs read from one completion.
+        backend: kernel backend (``None``: dispatch on the array family).
+        token_ids, tokenizer: GPU path (see the module docstring).
+        processor: the model's processor; Qwen2.5-VL's pixel budget (``min_pixels``,
+            ``max_pixels``) is read from it, as the model's boxes live in the resized image.
+        timer: accumulate the time spent here.
+
+    The returned function reads the ``activated`` column (``[{au, prob, box}]`` in image
+    pixels) and ``image`` (PIL, for the size) or ``image_size`` ``(w, h)``, and returns one
+    float in ``[0, 1]`` per completion. If ``log_metric`` is passed (TRL does), it logs
+    ``grounding/parse_failure_rate``, ``grounding/precision``, ``grounding/recall`` and
+    ``grounding/pairs``.
+
+    Example:
+        >>> reward = get_grounding_reward("qwen2_vl")  # doctest: +SKIP
+        >>> text = ("Global analysis: a broad smile.\\nVerification loop:\\n"
+        ...         "Inspect lip corners → pulled up → AU12 <bbox>[250,600,750,850]</bbox>\\n"
+        ...         "Final conclusion: AU12 indicates happiness.\\n<answer> happiness </answer>")
+        >>> act = [[{"au": 12, "prob": 0.9, "box": [25.0, 60.0, 75.0, 85.0]}]]
+        >>> reward([text], activated=act, image_size=[(100, 100)])  # doctest: +SKIP
+        [1.0]
+    """
+    from tag_kernels.au_reward import au_grounding_reward
+    from tag_model.backbones import get_adapter
+    from tag_model.grounding import parse_batch
+
+    adapter = get_adapter(family, processor=processor)
+    label_set = tuple(labels) if labels is not None else None
+
+    def _parse(completions: Sequence[Any], completion_ids: Any) -> Any:
+        if token_ids and completion_ids is not None and tokenizer is not None:
+            import torch
+
+            if torch.cuda.is_available():
+                ids, lengths = _pad_ids(completion_ids, tokenizer, device="cuda")
+                return parse_batch(
+                    ids, labels=label_set, max_pairs=max_pairs, tokenizer=tokenizer, lengths=lengths
+                )
+        cache = _cache if max_pairs == 64 else None
+        if cache is not None:
+            return cache.get(
+                completions,
+                label_set,
+                lambda: parse_batch(completion_texts(completions), labels=label_set, max_pairs=64),
+            )
+        return parse_batch(completion_texts(completions), labels=label_set, max_pairs=max_pairs)
+
+    def grounding_reward(
+        completions: Sequence[Any],
+        activated: Sequence[Sequence[Any]] | None = None,
+        image: Sequence[Any] | None = None,
+        image_size: Sequence[Any] | None = None,
+        completion_ids: Any = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        n = len(completions)
+        if n == 0:
+            return []
+        if activated is None:
+            raise ValueError("the grounding reward needs the dataset's `activated` column")
+        pb = _parse(completions, completion_ids)
+        sizes = _sizes(n, image if image is not None else kwargs.get("images"), image_size)
+        ref_boxes, ref_au, ref_prob = pack_activated(activated)
+        if hasattr(pb.pred_au, "is_cuda") and pb.pred_au.is_cuda:  # GPU path: stay on the device
+            import torch
+
+            dev = pb.pred_au.device
+            pred_au = pb.pred_au.to(torch.int32)
+            px = adapter.to_pixels(pb.pred_boxes.float(), torch.from_numpy(sizes).to(dev))
+            valid = pred_au >= 0
+            px = torch.where(
+                valid[..., None], torch.nan_to_num(px, nan=0.0, posinf=0.0, neginf=0.0), 0.0
+            )
+            ok_t = pb.format_ok.bool()
+            ref = [torch.from_numpy(x).to(dev) for x in (ref_boxes, ref_au, ref_prob)]
+            res = au_grounding_reward(
+                px.contiguous(),
+                pred_au.contiguous(),
+                *ref,
+                beta=beta,
+                class_aware=class_aware,
+                empty_value=empty_value,
+                backend=backend,
+            )
+            reward_t = torch.nan_to_num(res.reward.float(), nan=0.0)
+            if require_format:
+                reward_t = torch.where(ok_t, reward_t, 0.0)
+            ok = ok_t.cpu().numpy()
+            reward = reward_t.double().cpu().numpy()
+            precision, recall = _np(res.precision), _np(res.recall)
+            n_valid = _np(valid.sum(dim=1))
+        else:
+            # only the first max(n_pairs) columns hold pairs: trim the padding before the kernel
+            k = max(1, int(np.max(pb.n_pairs))) if hasattr(pb, "n_pairs") else pb.pred_au.shape[1]
+            pred_au = np.asarray(pb.pred_au[:, :k], dtype=np.int32)
+            ok = np.asarray(pb.format_ok, dtype=bool)
+            px = np.asarray(
+                adapter.to_pixels(np.asarray(pb.pred_boxes[:, :k], dtype=np.float32), sizes),
+                dtype=np.float32,
+            )
+            valid = pred_au >= 0
+            px = np.where(valid[..., None], np.nan_to_num(px, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+            res = au_grounding_reward(
+                np.ascontiguousarray(px, dtype=np.float32),
+                np.ascontiguousarray(pred_au),
+                ref_boxes,
+                ref_au,
+                ref_prob,
+                beta=beta,
+                class_aware=class_aware,
+                empty_value=empty_value,
+                backend=backend,
+            )
+            reward = np.nan_to_num(np.asarray(res.reward, dtype=np.float64), nan=0.0)
+            if require_format:
+                reward = np.where(ok, reward, 0.0)
+            precision, recall = np.asarray(res.precision), np.asarray(res.recall)
+            n_valid = valid.sum(axis=1)
+        if log_metric is not None:
+            log_metric("grounding/parse_failure_rate", float(1.0 - ok.mean()))
+            log_metric("grounding/precision", float(np.where(ok, precision, 0.0).mean()))
+            log_metric("grounding/recall", float(np.where(ok, recall, 0.0).mean()))
+            log_metric("grounding/pairs", float(np.mean(n_valid)))
+        return reward.tolist()
+
+    return _timed(grounding_reward, timer, "grounding_reward")
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _pad_ids(
+    completion_ids: Sequence[Sequence[int]], tokenizer: Any, device: str
+) -> tuple[Any, Any]:
+    """TRL's ``completion_ids`` (lists) -> ``(ids[B, T] int64, lengths[B])`` on ``device``."""
+    import torch
+
+    pad = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
+    lengths = torch.tensor([len(c) for c in completion_ids], dtype=torch.int64)
+    t = max(1, int(lengths.max()) if len(lengths) else 1)
+    out = torch.full((len(completion_ids), t), pad, dtype=torch.int64)
+    for i, c in enumerate(completion_ids):
+        out[i, : len(c)] = torch.as_tensor(c, dtype=torch.int64)
+    return out.to(device, non_blocking=True), lengths.to(device)
+
+
+def get_format_reward(
+    labels: Sequence[str] | None = None,
+    *,
+    timer: RewardTimer | None = None,
+    _cache: _ParseCache | None = None,
+) -> RewardFunc:
+    """1.0 when the completion follows the TAG trace format (``parse_batch(...).format_ok``), else 0.0.
+
+    Logs ``format/failure_rate`` and the commonest failure reason through ``log_metric``.
+
+    Example:
+        >>> f = get_format_reward()  # doctest: +SKIP
+        >>> f(["not a trace"])  # doctest: +SKIP
+        [0.0]
+    """
+    from tag_model.grounding import parse_batch
+
+    label_set = tuple(labels) if labels is not None else None
+
+    def format_reward(
+        completions: Sequence[Any],
+        log_metric: Callable[[str, float], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        if not completions:
+            return []
+        cache = _cache or _ParseCache()
+        pb = cache.get(
+            completions,
+            label_set,
+            lambda: parse_batch(completion_texts(completions), labels=label_set, max_pairs=64),
+        )
+        ok = _np(pb.format_ok).astype(bool)
+        if log_metric is not None:
+            log_metric("format/failure_rate", float(1.0 - ok.mean()))
+        return ok.astype(np.float64).tolist()
+
+    return _timed(format_reward, timer, "format_reward")
+
+
+def get_answer_reward(
+    labels: Sequence[str] | None = None,
+    *,
+    require_format: bool = True,
+    timer: RewardTimer | None = None,
+    _cache: _ParseCache | None = None,
+) -> RewardFunc:
+    """1.0 when the ``<answer>`` equals the sample's ``label`` column (canonical names), else 0.0.
+
+    Completions whose format does not parse score 0.0 (``require_format=False`` scores any
+    answer the parser finds). Logs ``answer/accuracy`` through ``log_metric``.
+
+    Example:
+        >>> f = get_answer_reward()  # doctest: +SKIP
+        >>> f(["... <answer> happy </answer>"], label=["happiness"])  # doctest: +SKIP
+        [1.0]
+    """
+    from tag_model.au import canonical_label
+    from tag_model.grounding import parse_batch
+
+    label_set = tuple(labels) if labels is not None else None
+
+    def answer_reward(
+        completions: Sequence[Any],
+        label: Sequence[str] | None = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        if not completions:
+            return []
+        if label is None:
+            raise ValueError("the answer reward needs the dataset's `label` column")
+        cache = _cache or _ParseCache()
+        pb = cache.get(
+            completions,
+            label_set,
+            lambda: parse_batch(completion_texts(completions), labels=label_set, max_pairs=64),
+        )
+        names = pb_answer_names(pb, label_set)
+        gold = [canonical_label(str(x)) for x in label]
+        ok = _np(pb.format_ok).astype(bool).tolist() if require_format else [True] * len(names)
+        out = [
+            float(k and a is not None and a == g) for a, g, k in zip(names, gold, ok, strict=True)
+        ]
+        if log_metric is not None:
+            log_metric("answer/accuracy", float(np.mean(out)))
+        return out
+
+    return _timed(answer_reward, timer, "answer_reward")
+
+
+def pb_answer_names(pb: Any, labels: Sequence[str] | None = None) -> list[str | None]:
+    """Canonical answer names of a ``ParsedBatch`` (None where there is no valid answer)."""
+    names = tuple(getattr(pb, "labels", None) or labels or ())
+    ids = _np(pb.answer_id).tolist()
+    return [names[i] if 0 <= i < len(names) else None for i in ids]
+
+
+def get_tag_rewards(
+    family: str,
+    *,
+    labels: Sequence[str] | None = None,
+    beta: float = 1.0,
+    class_aware: bool = True,
+    empty_value: float = 1.0,
+    processor: Any = None,
+    timer: RewardTimer | None = None,
+) -> list[RewardFunc]:
+    """The three TAG rewards ``[format, answer, grounding]`` (weights go in ``GRPOConfig.reward_weights``)."""
+    cache = _ParseCache()
+    return [
+        get_format_reward(labels, timer=timer, _cache=cache),
+        get_answer_reward(labels, timer=timer, _cache=cache),
+        get_grounding_reward(
+            family,
+            beta=beta,
+            class_aware=class_aware,
+            empty_value=empty_value,
+            labels=labels,
+            processor=processor,
+            timer=timer,
+            _cache=cache,
+        ),
+    ]
+
+
+#: TRL-style default rewards (every canonical label accepted): ``format_reward(completions)``,
+#: ``answer_reward(completions, label=[...])``.
+format_reward: RewardFunc = get_format_reward()
+answer_reward: RewardFunc = get_answer_reward()

@@ -1,0 +1,22 @@
+"""TAG-310K-style trace building: quality filter -> landmarks -> AU detector -> activated list
+-> teacher -> rejection sampling, saved as a Hugging Face dataset (resumable, idempotent)."""
+
+from tag_train.traces._builder import (
+    BuildSummary,
+    TraceBuildConfig,
+    build_traces,
+    load_records,
+    student_prompt,
+)
+from tag_train.traces._prompt import coordinate_note, teacher_system_prompt, teacher_user_prompt
+
+__all__ = [
+    "BuildSummary",
+    "TraceBuildConfig",
+    "build_traces",
+    "coordinate_note",
+    "load_records",
+    "student_prompt",
+    "teacher_system_prompt",
+    "teacher_user_prompt",
+]

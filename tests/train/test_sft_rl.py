@@ -1,0 +1,151 @@
+"""SFT and GRPO through the CLI with a tiny VLM: SIGKILL mid-run, then ``--resume`` continues."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tag_train.teachers import TemplateTeacher
+from tag_train.traces import TraceBuildConfig, build_traces
+
+from .conftest import LABELS
+
+CPU = [
+    "--bf16",
+    "false",
+    "--gradient_checkpointing",
+    "false",
+    "--report_to",
+    "none",
+    "--logging_steps",
+    "1",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    from tag_model.backbones import make_tiny_vlm
+
+    out = tmp_path_factory.mktemp("tiny")
+    make_tiny_vlm(
+        "qwen2_vl",
+        save_dir=out,
+        text_hidden=64,
+        text_layers=2,
+        text_heads=2,
+        text_kv_heads=1,
+        text_intermediate=128,
+        vision_depth=1,
+        vision_width=32,
+        vision_heads=2,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def traces_dir(synth_ds, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("traces")
+    build_traces(
+        synth_ds.select(range(8)),
+        TemplateTeacher(style="compact", variety=0.0),
+        out,
+        TraceBuildConfig(family="qwen2_vl", labels=LABELS, min_face_px=32, use_dlib=False),
+        progress=False,
+    )
+    return out
+
+
+def _run(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tag_train.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        **kw,
+    )
+
+
+def _kill_after_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 400) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for ck in out.glob("checkpoint-*"):
+            if (ck / "trainer_state.json").exists():
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return int(ck.name.split("-")[1])
+        if proc.poll() is not None:
+            pytest.fail(
+                "training ended before a checkpoint could be killed:\n" + proc.stdout.read()[-3000:]
+            )
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail("no checkpoint appeared in time")
+
+
+def _steps(metrics: Path) -> list[int]:
+    return [json.loads(x)["step"] for x in metrics.read_text().splitlines() if "loss" in x]
+
+
+def _resume_and_check(cmd: list[str], out: Path, max_steps: int) -> dict:
+    killed_at = _kill_after_checkpoint(_run(cmd), out)
+    assert 0 < killed_at < max_steps
+    n_before = len(_steps(out / "metrics.jsonl"))
+    proc = _run([*cmd, "--resume", "true"])
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log[-4000:]
+    assert "resuming from" in log
+    resumed_from = int(log.split("resuming from")[1].split("checkpoint-")[1].split()[0])
+    assert resumed_from >= killed_at
+    after = _steps(out / "metrics.jsonl")[n_before:]
+    # the second run starts right after the checkpoint, not from step 1, and reaches the end
+    assert after[0] == resumed_from + 1, after
+    assert after[-1] == max_steps
+    final = json.loads((out / f"checkpoint-{max_steps}" / "trainer_state.json").read_text())
+    assert final["global_step"] == max_steps
+    return {"log": log, "resumed_from": resumed_from}
+
+
+def test_sft_sigkill_then_resume(tiny_dir, traces_dir, tmp_path):
+    out = tmp_path / "sft"
+    cmd = [
+        "sft", "--model_name_or_path", str(tiny_dir), "--dataset_path", str(traces_dir),
+        "--output_dir", str(out), "--max_steps", "8", "--save_steps", "2",
+        "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", *CPU,
+    ]  # fmt: skip
+    r = _resume_and_check(cmd, out, 8)
+    assert "trainable parameters" in r["log"]
+    assert (
+        (out / "model.safetensors").exists() and (out / "processor_config.json").exists()
+    ) or any(out.glob("*.json"))
+
+
+def test_rl_sigkill_then_resume(tiny_dir, traces_dir, tmp_path):
+    out = tmp_path / "rl"
+    cmd = [
+        "rl", "--model_name_or_path", str(tiny_dir), "--dataset_path", str(traces_dir),
+        "--output_dir", str(out), "--max_steps", "4", "--save_steps", "1",
+        "--per_device_train_batch_size", "4", "--num_generations", "2",
+        "--max_completion_length", "24", "--learning_rate", "1e-5",
+        "--reward_weights", "1.0", "0.5", "2.0", *CPU,
+    ]  # fmt: skip
+    r = _resume_and_check(cmd, out, 4)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    last = rows[-1] if "reward" in rows[-1] else rows[-2]
+    for key in (
+        "rewards/format_reward/mean",
+        "rewards/answer_reward/mean",
+        "rewards/grounding_reward/mean",
+        "grounding/parse_failure_rate",
+        "tag/reward_share",
+    ):
+        assert key in last, sorted(last)
+    assert 0.0 <= last["tag/reward_share"] < 1.0
+    assert "of a" in r["log"] and "GRPO step" in r["log"]
