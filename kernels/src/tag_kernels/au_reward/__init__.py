@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from .. import _dispatch as d
-
 from ._activated import activated_list
 from ._reference import au_grounding_reward_reference
 

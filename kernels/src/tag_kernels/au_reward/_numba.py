@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ..box_iou._numba import iou_one
+from ..box_iou._numba import iou_valid, valid_box
 
 __all__ = ["au_reward_numba"]
 
@@ -36,6 +36,9 @@ def _kernel(
         keys = np.empty(K * M, dtype=np.int64)
         used_k = np.empty(K, dtype=np.bool_)
         used_m = np.empty(M, dtype=np.bool_)
+        ok_m = np.empty(M, dtype=np.bool_)
+        head = np.full(64, -1, dtype=np.int64)  # class-aware buckets: AU & 63 -> first m
+        nxt = np.empty(M, dtype=np.int64)  # next m in the same bucket
         w = np.empty(M, dtype=np.float32)
         bits = tile.view(np.int32)
         for i in range(lo, hi):
@@ -71,26 +74,56 @@ def _kernel(
                 else:
                     w[m] = _F1 if ra[i, m] >= 0 else _F0
                 sum_w += w[m]
-            # Candidates, in (k, m) order.
+            for m in range(M):
+                ok_m[m] = ra[i, m] >= 0 and valid_box(
+                    rb[i, m, 0], rb[i, m, 1], rb[i, m, 2], rb[i, m, 3]
+                )
+            if class_aware:
+                # Bucket the usable detector slots by AU, so each prediction visits only its
+                # own AU's slots (ascending m within a bucket is not needed: sort keys are unique).
+                for m in range(M - 1, -1, -1):
+                    if ok_m[m]:
+                        h = ra[i, m] & 63
+                        nxt[m] = head[h]
+                        head[h] = m
+            # Candidates, each with a unique sort key (descending IoU bits, then k * M + m).
             n = 0
             for k in range(K):
                 ak = pa[i, k]
                 if ak < 0:
                     continue
-                for m in range(M):
-                    am = ra[i, m]
-                    if am < 0 or (class_aware and am != ak):
-                        continue
-                    v = iou_one(pb[i, k], rb[i, m])
-                    if v > _F0:
-                        idx = k * M + m
-                        tile[idx] = v
-                        keys[n] = ((np.int64(0x7FFFFFFF) - np.int64(bits[idx])) << 32) | np.int64(
-                            idx
+                ax1, ay1, ax2, ay2 = pb[i, k, 0], pb[i, k, 1], pb[i, k, 2], pb[i, k, 3]
+                if not valid_box(ax1, ay1, ax2, ay2):
+                    continue
+                m = head[ak & 63] if class_aware else 0
+                while m >= 0 and m < M:
+                    if ok_m[m] and (not class_aware or ra[i, m] == ak):
+                        v = iou_valid(
+                            ax1, ay1, ax2, ay2, rb[i, m, 0], rb[i, m, 1], rb[i, m, 2], rb[i, m, 3]
                         )
-                        n += 1
-            ks = keys[:n]
-            ks.sort()
+                        if v > _F0:
+                            idx = k * M + m
+                            tile[idx] = v
+                            keys[n] = (
+                                (np.int64(0x7FFFFFFF) - np.int64(bits[idx])) << 32
+                            ) | np.int64(idx)
+                            n += 1
+                    m = nxt[m] if class_aware else m + 1
+            if class_aware:
+                for m in range(M):
+                    if ok_m[m]:
+                        head[ra[i, m] & 63] = -1
+            if n <= 32:  # insertion sort: cheaper than a library sort call for short lists
+                for a in range(1, n):
+                    key = keys[a]
+                    b = a - 1
+                    while b >= 0 and keys[b] > key:
+                        keys[b + 1] = keys[b]
+                        b -= 1
+                    keys[b + 1] = key
+            else:
+                keys[:n].sort()
+            ks = keys
             need = min(n_p, n_d)
             got = 0
             s_iou = _F0

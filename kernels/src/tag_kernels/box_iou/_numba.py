@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["box_iou_numba", "iou_one"]
+__all__ = ["box_iou_numba", "iou_one", "iou_valid", "valid_box"]
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
@@ -19,12 +19,14 @@ def _valid(x1: np.float32, y1: np.float32, x2: np.float32, y2: np.float32) -> bo
 
 
 @nb.njit(inline="always", cache=True)
-def iou_one(a: np.ndarray, b: np.ndarray) -> np.float32:
-    """IoU of two float32 ``[4]`` boxes, exactly as the reference computes it."""
-    ax1, ay1, ax2, ay2 = a[0], a[1], a[2], a[3]
-    bx1, by1, bx2, by2 = b[0], b[1], b[2], b[3]
-    if not (_valid(ax1, ay1, ax2, ay2) and _valid(bx1, by1, bx2, by2)):
-        return _F0
+def valid_box(x1: np.float32, y1: np.float32, x2: np.float32, y2: np.float32) -> bool:
+    """Finite, with positive width and height."""
+    return _valid(x1, y1, x2, y2)
+
+
+@nb.njit(inline="always", cache=True)
+def iou_valid(ax1, ay1, ax2, ay2, bx1, by1, bx2, by2) -> np.float32:
+    """IoU of two float32 boxes already known to be valid, exactly as the reference computes it."""
     iw = min(ax2, bx2) - max(ax1, bx1)
     ih = min(ay2, by2) - max(ay1, by1)
     if iw < _F0:
@@ -43,6 +45,14 @@ def iou_one(a: np.ndarray, b: np.ndarray) -> np.float32:
     if iou > _F1:
         return _F1
     return iou
+
+
+@nb.njit(inline="always", cache=True)
+def iou_one(a: np.ndarray, b: np.ndarray) -> np.float32:
+    """IoU of two float32 ``[4]`` boxes, exactly as the reference computes it."""
+    if not (_valid(a[0], a[1], a[2], a[3]) and _valid(b[0], b[1], b[2], b[3])):
+        return _F0
+    return iou_valid(a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3])
 
 
 @nb.njit(parallel=True, cache=True)
