@@ -14,14 +14,13 @@ import numpy as np
 
 from ..box_iou._numba import iou_valid, valid_box
 
-__all__ = ["au_reward_numba"]
+__all__ = ["PARALLEL_MIN_SLOTS", "au_reward_numba"]
 
 _F0 = np.float32(0.0)
 _F1 = np.float32(1.0)
 
 
-@nb.njit(parallel=True, cache=True)
-def _kernel(
+def _kernel_py(
     pb, pa, rb, ra, rp, beta2, class_aware, empty_value, out_r, out_p, out_rc, out_n, n_chunks
 ):
     B = pb.shape[0]
@@ -152,6 +151,13 @@ def _kernel(
             out_n[i] = got
 
 
+_kernel_parallel = nb.njit(parallel=True, cache=True)(_kernel_py)
+_kernel_serial = nb.njit(cache=True)(_kernel_py)  # prange runs as range
+
+#: Below this many candidate slots (B * K * M) one thread beats waking the pool.
+PARALLEL_MIN_SLOTS = 1 << 19
+
+
 def au_reward_numba(
     pred_boxes: np.ndarray,
     pred_au: np.ndarray,
@@ -170,7 +176,10 @@ def au_reward_numba(
     out_rc = np.empty(B, dtype=np.float32)
     out_n = np.empty(B, dtype=np.int32)
     if B:
-        _kernel(pred_boxes, pred_au, ref_boxes, ref_au, ref_prob, float(beta) ** 2,
-                bool(class_aware), float(empty_value), out_r, out_p, out_rc, out_n,
-                min(B, nb.get_num_threads() * 4))  # fmt: skip
+        K, M = pred_boxes.shape[1], ref_boxes.shape[1]
+        parallel = B * max(K, 1) * max(M, 1) >= PARALLEL_MIN_SLOTS and nb.get_num_threads() > 1
+        kernel = _kernel_parallel if parallel else _kernel_serial
+        n_chunks = min(B, nb.get_num_threads() * 4) if parallel else 1
+        kernel(pred_boxes, pred_au, ref_boxes, ref_au, ref_prob, float(beta) ** 2,
+               bool(class_aware), float(empty_value), out_r, out_p, out_rc, out_n, n_chunks)  # fmt: skip
     return out_r, out_p, out_rc, out_n

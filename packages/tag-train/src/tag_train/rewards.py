@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -122,18 +123,26 @@ def pack_activated(activated: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.n
     n = len(activated)
     counts = np.fromiter((len(a) for a in activated), dtype=np.int64, count=n)
     m = max(1, int(counts.max()) if n else 1)
-    flat = [_entry(e) for row in activated for e in row]
     boxes = np.zeros((n, m, 4), dtype=np.float32)
     aus = np.full((n, m), -1, dtype=np.int32)
     probs = np.zeros((n, m), dtype=np.float32)
-    if flat:
-        rows = np.repeat(np.arange(n), counts)
-        starts = np.cumsum(counts) - counts
-        cols = np.arange(len(flat)) - np.repeat(starts, counts)
-        au_f, prob_f, box_f = zip(*flat)
-        aus[rows, cols] = np.asarray(au_f, dtype=np.int32)
-        probs[rows, cols] = np.asarray(prob_f, dtype=np.float32)
-        boxes[rows, cols] = np.asarray(box_f, dtype=np.float32).reshape(-1, 4)
+    total = int(counts.sum())
+    if total:
+        entries = [e for row in activated for e in row]
+        try:  # the datasets column, dicts {au, prob, box}: one pass per field
+            au_f = [e["au"] for e in entries]
+            prob_f = [e["prob"] for e in entries]
+            box_f = [e["box"] for e in entries]
+        except (TypeError, KeyError, IndexError):
+            au_f, prob_f, box_f = zip(*map(_entry, entries))
+        mask = np.arange(m)[None, :] < counts[:, None]  # row-major order == flattening order
+        aus[mask] = np.asarray(au_f, dtype=np.int32)
+        probs[mask] = np.asarray(prob_f, dtype=np.float32)
+        try:
+            flat = np.fromiter(chain.from_iterable(box_f), dtype=np.float32, count=4 * total)
+        except (TypeError, ValueError):  # boxes of another shape: let NumPy say what is wrong
+            flat = np.asarray(box_f, dtype=np.float32)
+        boxes[mask] = flat.reshape(-1, 4)
     return boxes, aus, probs
 
 

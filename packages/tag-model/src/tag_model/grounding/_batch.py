@@ -692,21 +692,20 @@ def _lowest_bit(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _as_text(x: Any, completion_text: Any) -> str:
+    if isinstance(x, str):
+        return x
+    if isinstance(x, bytes | bytearray):
+        return bytes(x).decode("utf-8", "replace")
+    return completion_text(x)
+
+
 def _pack_strings(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, str]:
     from ._rewards import completion_text
 
-    texts: list[str] = []
-    lens = np.empty(len(items) + 1, dtype=np.int64)
-    lens[0] = 0
-    for i, x in enumerate(items):
-        if isinstance(x, str):
-            s = x
-        elif isinstance(x, bytes | bytearray):
-            s = bytes(x).decode("utf-8", "replace")
-        else:
-            s = completion_text(x)
-        texts.append(s)
-        lens[i + 1] = len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
+    texts = [x if type(x) is str else _as_text(x, completion_text) for x in items]
+    lens = np.zeros(len(texts) + 1, dtype=np.int64)
+    lens[1:] = [len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass")) for s in texts]
     raw = "".join(texts).encode("utf-8", "surrogatepass")
     buf = np.frombuffer(raw, dtype=np.uint8)
     offsets = np.cumsum(lens)
