@@ -19,7 +19,7 @@ import pytest
 from tag_eval.cli import main
 from tag_eval.run import RunConfig, load_eval_dataset, run_eval
 
-from ..eval._chat_server import ChatServer
+from .._chat_server import ChatServer
 from ..eval._fixtures import OracleGenerator, one_torch_thread, synth_rafdb_root, tiny_model_dir
 
 LIMIT = 4

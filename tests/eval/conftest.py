@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ._chat_server import ChatServer
+from .._chat_server import ChatServer
 from ._fixtures import one_torch_thread
 
 

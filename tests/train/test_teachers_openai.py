@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from tag_train.teachers import OpenAITeacher, TeacherRequest
 
-from ._openai_server import ChatServer, completion
+from .._chat_server import ChatServer, completion
 
 
 def _request(i: int, size: int = 32) -> TeacherRequest:
@@ -42,7 +42,7 @@ def test_roundtrip_image_part_and_key_header(monkeypatch, caplog):
         assert [r.text for r in replies] == ["echo sample 0", "echo sample 1", "echo sample 2"]
         assert replies[0].meta["completion_tokens"] == 5
         assert "error" not in replies[0].meta
-        body = srv.requests[0]
+        body = srv.bodies[0]
         assert body["model"] == "tiny"
         part = body["messages"][1]["content"][0]
         assert part["type"] == "image_url"

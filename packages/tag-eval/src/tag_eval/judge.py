@@ -30,11 +30,12 @@ import json
 import os
 import random
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tag_model.chat import ChatClient, ChatConfig, ChatError, image_data_url
 
 from tag_eval._records import (
     EvalInputError,
@@ -105,19 +106,36 @@ class JudgeConfig:
     send_images: bool = True
     extra_body: dict[str, Any] = field(default_factory=dict)
 
+    def chat_config(self) -> ChatConfig:
+        """The :class:`tag_model.chat.ChatConfig` the judge's client uses."""
+        return ChatConfig(
+            base_url=self.base_url,
+            model=self.model,
+            api_key_env=self.api_key_env,
+            timeout=self.timeout,
+            max_retries=self.retries,
+            backoff=self.backoff,
+            concurrency=1,
+            params={
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+                **self.extra_body,
+            },
+            retry_malformed=True,
+        )
+
 
 class JudgeClient:
-    """Minimal OpenAI-compatible chat-completions client with retries.
+    """The judge's chat client: a :class:`tag_model.chat.ChatClient` plus the judging prompt.
 
     Retries (``config.retries`` times, exponential backoff) on connection errors, timeouts,
-    HTTP 408/409/429 and 5xx; other HTTP errors raise :class:`JudgeError` at once.
+    HTTP 408/409/425/429, 5xx and unreadable replies; other HTTP errors raise
+    :class:`JudgeError` at once.
     """
 
     def __init__(self, config: JudgeConfig) -> None:
-        import httpx
-
         self.config = config
-        self._client = httpx.Client(timeout=config.timeout)
+        self._client = ChatClient(config.chat_config())
 
     def close(self) -> None:
         self._client.close()
@@ -128,58 +146,18 @@ class JudgeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.config.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
     def chat(self, messages: list[dict[str, Any]]) -> str:
         """POST one chat completion and return the first choice's text."""
-        import httpx
-
-        cfg = self.config
-        url = cfg.base_url.rstrip("/") + "/chat/completions"
-        body = {
-            "model": cfg.model,
-            "messages": messages,
-            "temperature": cfg.temperature,
-            "max_tokens": cfg.max_tokens,
-            **cfg.extra_body,
-        }
-        last: str = ""
-        for attempt in range(cfg.retries + 1):
-            if attempt:
-                time.sleep(cfg.backoff * 2 ** (attempt - 1))
-            try:
-                resp = self._client.post(url, json=body, headers=self._headers())
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if resp.status_code in (408, 409, 429) or resp.status_code >= 500:
-                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                continue
-            if resp.status_code >= 400:
-                raise JudgeError(
-                    f"judge at {url} refused the request: HTTP {resp.status_code}: {resp.text[:200]}"
-                )
-            try:
-                data = resp.json()
-                content = data["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                last = f"malformed chat-completions response ({exc}): {resp.text[:200]}"
-                continue
-            if isinstance(content, list):  # content parts
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            return str(content or "")
-        raise JudgeError(f"judge at {url} failed after {cfg.retries + 1} attempts: {last}")
+        try:
+            return self._client.chat(messages)
+        except ChatError as exc:
+            raise JudgeError(f"judge: {exc}") from exc
 
     def judge(self, image: Any, trace_a: str, trace_b: str) -> tuple[dict[str, str | None], str]:
         """Judge one ordered pair; returns ``(verdict, raw_text)`` (see :func:`parse_verdict`)."""
         content: list[dict[str, Any]] = []
         if image is not None and self.config.send_images:
-            content.append({"type": "image_url", "image_url": {"url": _data_url(image)}})
+            content.append({"type": "image_url", "image_url": {"url": image_data_url(image)}})
         content.append(
             {
                 "type": "text",
@@ -193,12 +171,6 @@ class JudgeClient:
         ]
         raw = self.chat(messages)
         return parse_verdict(raw), raw
-
-
-def _data_url(image: Any) -> str:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 _JSON_OBJ = re.compile(r"\{.*\}", re.DOTALL)

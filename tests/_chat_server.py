@@ -1,0 +1,191 @@
+"""A small but real OpenAI-compatible chat-completions server on 127.0.0.1 for client tests.
+
+It speaks ``POST /v1/chat/completions`` over HTTP (``http.server``, one thread per request).
+Use it as a context manager (``with ChatServer(...) as srv``) or with ``start()``/``stop()``.
+
+How it answers:
+
+- with a ``behaviour(body, call) -> (status, payload, delay_s[, headers])``: whatever that
+  returns, after sleeping ``delay_s``. ``call`` counts earlier requests with the same *key*
+  (the last message's last text), so "fail the first try of every sample" is easy. Build
+  payloads with :func:`completion`.
+- without one, as an LLM judge would, according to ``srv.mode``:
+
+  - ``"content"``: prefers the explanation naming more AUs (position-independent), ties when
+    equal, what a sane judge does;
+  - ``"position"``: always answers "A" (a maximally position-biased judge);
+  - ``"garbage"``: replies with text that holds no JSON verdict;
+  - ``"unauthorized"``: HTTP 401;
+  - ``"slow"``: waits 3 s before answering (to exercise the client's timeout).
+
+``srv.fail_first`` makes the first N requests answer HTTP 503 in either case (retries).
+Every request is kept in ``srv.requests`` as ``{"path", "headers", "body"}``; ``srv.bodies``
+and ``srv.headers`` are the same, one field each.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Behaviour", "ChatServer", "completion"]
+
+#: (request body, call number for this key) -> (status, payload, delay_s[, extra headers])
+Behaviour = Callable[[dict[str, Any], int], tuple[Any, ...]]
+
+_EXPL = re.compile(r"Explanation A:\n(.*)\n\nExplanation B:\n(.*)\n\nWhich", re.DOTALL)
+
+
+def completion(text: str, *, model: str | None = None, n: int = 0) -> dict[str, Any]:
+    """A chat-completion response body whose first choice says ``text``."""
+    return {
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+
+
+def _count_aus(text: str) -> int:
+    return len(re.findall(r"\bAU\d+\b", text.split("(Boxes in image pixels")[0]))
+
+
+def _last_text(body: dict[str, Any]) -> str:
+    try:
+        content = body["messages"][-1]["content"]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+    return texts[-1] if texts else ""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ChatServer
+
+    def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def _send(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(obj).encode()
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            pass
+
+    def do_POST(self) -> None:
+        n = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(n))
+        srv = self.server
+        key = _last_text(body)
+        with srv.lock:
+            srv.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            count = len(srv.requests)
+            call = srv.calls.get(key, 0)
+            srv.calls[key] = call + 1
+        if self.path != "/v1/chat/completions":
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        if count <= srv.fail_first:
+            self._send(503, {"error": {"message": "overloaded"}})
+            return
+        if srv.behaviour is not None:
+            status, payload, delay, *rest = srv.behaviour(body, call)
+            if delay:
+                time.sleep(delay)
+            self._send(status, payload, rest[0] if rest else None)
+            return
+        self._judge(body, count)
+
+    def _judge(self, body: dict[str, Any], count: int) -> None:
+        srv = self.server
+        if srv.mode == "slow":
+            time.sleep(3)
+        if srv.mode == "unauthorized":
+            self._send(401, {"error": {"message": "bad key"}})
+            return
+        user = body["messages"][-1]["content"]
+        if isinstance(user, str):
+            text = user
+        else:
+            text = "".join(p.get("text", "") for p in user if p.get("type") == "text")
+        m = _EXPL.search(text)
+        if srv.mode == "garbage" or m is None:
+            reply = "I cannot decide, both are interesting."
+        else:
+            if srv.mode == "position":
+                choice = "A"
+            else:
+                a, b = _count_aus(m.group(1)), _count_aus(m.group(2))
+                choice = "A" if a > b else "B" if b > a else "tie"
+            verdict = {
+                "visual_faithfulness": choice,
+                "anatomical_precision": choice,
+                "logical_coherence": "tie",
+                "rationale": "counted AUs",
+            }
+            reply = "Here is my verdict:\n```json\n" + json.dumps(verdict) + "\n```"
+        self._send(200, completion(reply, model=body.get("model"), n=count))
+
+
+class ChatServer(ThreadingHTTPServer):
+    """Serves ``POST /v1/chat/completions`` on 127.0.0.1 (a free port); see the module doc."""
+
+    daemon_threads = True
+
+    def __init__(self, behaviour: Behaviour | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.behaviour = behaviour
+        self.mode = "content"
+        self.fail_first = 0
+        self.requests: list[dict[str, Any]] = []
+        self.calls: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        """The JSON body of every request, in arrival order."""
+        with self.lock:
+            return [r["body"] for r in self.requests]
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        """The headers of every request, in arrival order."""
+        with self.lock:
+            return [r["headers"] for r in self.requests]
+
+    def start(self) -> ChatServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> ChatServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
