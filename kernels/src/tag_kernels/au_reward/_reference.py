@@ -25,6 +25,7 @@ entries ``(ref_au[m], ref_prob[m], ref_boxes[m])``:
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 
 from ..box_iou._reference import box_iou_reference
 
@@ -65,9 +66,15 @@ def au_grounding_reward_reference(
 
     # Steps 1-2: candidate IoUs; everything else scores -1 and is never taken.
     iou = box_iou_reference(pred_boxes, ref_boxes)  # [B, K, M]
-    cand = p_present[:, :, None] & d_present[:, None, :] & (iou > 0)
+    def rows(x: torch.Tensor) -> torch.Tensor:  # [B, K] -> [B, K, 1]
+        return rearrange(x, "b k -> b k 1")
+
+    def cols(x: torch.Tensor) -> torch.Tensor:  # [B, M] -> [B, 1, M]
+        return rearrange(x, "b m -> b 1 m")
+
+    cand = rows(p_present) & cols(d_present) & (iou > 0)
     if class_aware:
-        cand = cand & (pred_au[:, :, None] == ref_au[:, None, :])
+        cand = cand & (rows(pred_au) == cols(ref_au))
     score = torch.where(cand, iou, torch.full((), -1.0, dtype=f32, device=dev))
 
     # Step 5's weights.
@@ -86,7 +93,7 @@ def au_grounding_reward_reference(
     ks = torch.arange(K, device=dev)
     ms = torch.arange(M, device=dev)
     for _ in range(min(K, M)):
-        flat = score.reshape(B, K * M)
+        flat = rearrange(score, "b k m -> b (k m)")
         idx = flat.argmax(dim=1)
         best = flat.gather(1, idx[:, None])[:, 0]
         take = best > 0
@@ -99,7 +106,7 @@ def au_grounding_reward_reference(
         matched = matched + take.to(torch.int32)
         row_gone = (ks[None, :] == k[:, None]) & take[:, None]  # [B, K]
         col_gone = (ms[None, :] == m[:, None]) & take[:, None]  # [B, M]
-        score = score.masked_fill(row_gone[:, :, None] | col_gone[:, None, :], -1.0)
+        score = score.masked_fill(rows(row_gone) | cols(col_gone), -1.0)
 
     # Steps 4-7.
     n_p = p_present.sum(dim=1)
