@@ -704,9 +704,10 @@ def _pack_strings(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, str]:
     from ._rewards import completion_text
 
     texts = [x if type(x) is str else _as_text(x, completion_text) for x in items]
-    lens = np.zeros(len(texts) + 1, dtype=np.int64)
-    lens[1:] = [len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass")) for s in texts]
-    raw = "".join(texts).encode("utf-8", "surrogatepass")
+    parts = [t.encode("utf-8", "surrogatepass") for t in texts]  # each text encoded once
+    lens = np.zeros(len(parts) + 1, dtype=np.int64)
+    lens[1:] = [len(p) for p in parts]
+    raw = b"".join(parts)
     buf = np.frombuffer(raw, dtype=np.uint8)
     offsets = np.cumsum(lens)
     assert offsets[-1] == buf.shape[0]
