@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from tag_kernels.au_reward import au_grounding_reward
+
 from tests.kernels._data import make_batch
 
 from .baselines import score_all, to_python_samples
