@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from tag_kernels import batched_box_iou
+
 from tests.kernels._data import random_boxes
 
 B, K, M = 4096, 32, 32
