@@ -40,6 +40,24 @@ def test_demo_smoke_preset_writes_the_run_folder(tmp_path):
         ev = summary[phase]
         for k in ("format", "accuracy", "mean_iou", "grounding"):
             assert 0.0 <= ev[k] <= 1.0
+    # the vision warm-up ran and was measured on held-out faces
+    warm = summary["vision_warmup"]
+    assert warm["faces"] == summary["preset"]["n_train"] + summary["preset"]["warmup_extra"]
+    assert 0.0 <= warm["eval_accuracy"] <= 1.0 and warm["seconds"] > 0
+    # the goals are checked and printed (met or not: the smoke preset is too small)
+    assert len(summary["goals"]) == 5 and all(
+        isinstance(g["met"], bool) for g in summary["goals"].values()
+    )
+    assert "demo goals" in out and "wall time per phase" in out
+    assert set(summary["seconds"]) >= {
+        "data",
+        "warmup",
+        "sft",
+        "eval_sft",
+        "rl",
+        "eval_rl",
+        "total",
+    }
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["phase"] for r in rows} == {"sft", "rl"}
     rl = [r for r in rows if r["phase"] == "rl" and "reward" in r]
