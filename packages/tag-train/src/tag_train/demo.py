@@ -426,7 +426,12 @@ def _pictures(run_dir: Path, ds: Any, ev: dict[str, Any], labels: tuple[str, ...
             ).tolist()
             pred.append((tuple(st.aus), px))
         ref = [(int(r["au"]), r["box"]) for r in row["activated"]]
-        img = draw_grounding(row["image"], pred, ref, layout="side_by_side")
+        # draw on a 3x upscaled face so that the AU labels stay readable at 112 px
+        k = max(1, 336 // max(row["image"].size))
+        face = row["image"].resize((row["image"].width * k, row["image"].height * k))
+        pred = [(aus, [float(v) * k for v in box]) for aus, box in pred]
+        ref = [(au, [float(v) * k for v in box]) for au, box in ref]
+        img = draw_grounding(face, pred, ref, layout="side_by_side")
         img.save(out / f"sample_{i}.png")
         (out / f"sample_{i}.txt").write_text(f"label: {row['label']}\n\n{text}\n")
 
