@@ -152,7 +152,8 @@ def _kernel_py(
 
 
 _kernel_parallel = nb.njit(parallel=True, cache=True)(_kernel_py)
-_kernel_serial = nb.njit(cache=True)(_kernel_py)  # prange runs as range
+_kernel_serial = nb.njit(_kernel_py)  # prange runs as range; not cached: it would share
+# the parallel variant's on-disk cache entry (same function), which served the serial code for both.
 
 #: Below this many candidate slots (B * K * M) one thread beats waking the pool.
 PARALLEL_MIN_SLOTS = 1 << 19
