@@ -81,6 +81,22 @@ def last_checkpoint(output_dir: str) -> str | None:
     return None
 
 
+def train_and_save(trainer: Any, script_args: Any, training_args: Any, processor: Any, what: str) -> None:
+    """Train (resuming from the newest complete checkpoint when asked), then save model and processor."""
+    resume = None
+    if script_args.resume or training_args.resume_from_checkpoint:
+        resume = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
+        print(
+            f"tag-train {what}: resuming from {resume}"
+            if resume
+            else f"tag-train {what}: no checkpoint, starting fresh"
+        )
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    if processor is not None:
+        processor.save_pretrained(training_args.output_dir)
+
+
 def cpu_friendly(training_args: Any) -> Any:
     """On a machine without CUDA, turn off bf16 autocast (TRL's default) and gradient checkpointing."""
     import torch

@@ -21,7 +21,7 @@ from typing import Any
 
 from tag_train._args import RLScriptArguments
 from tag_train._callbacks import JsonlMetricsCallback, RewardShareCallback
-from tag_train._common import cpu_friendly, label_names, last_checkpoint, load_model_for_training
+from tag_train._common import cpu_friendly, label_names, load_model_for_training, train_and_save
 from tag_train.rewards import RewardTimer, get_tag_rewards
 
 __all__ = ["REWARD_NAMES", "run_rl", "to_rl_dataset"]
@@ -98,18 +98,7 @@ def run_rl(
         processing_class=processor,
         callbacks=[share, JsonlMetricsCallback(metrics), *(callbacks or [])],
     )
-    resume = None
-    if script_args.resume or training_args.resume_from_checkpoint:
-        resume = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
-        print(
-            f"tag-train rl: resuming from {resume}"
-            if resume
-            else "tag-train rl: no checkpoint, starting fresh"
-        )
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(training_args.output_dir)
-    if processor is not None:
-        processor.save_pretrained(training_args.output_dir)
+    train_and_save(trainer, script_args, training_args, processor, "rl")
     s = share.summary()
     print(
         f"tag-train rl: reward functions took {s['tag/reward_seconds'] * 1e3:.1f} ms of a "

@@ -15,7 +15,7 @@ from typing import Any
 
 from tag_train._args import SFTScriptArguments
 from tag_train._callbacks import JsonlMetricsCallback
-from tag_train._common import cpu_friendly, last_checkpoint, load_model_for_training
+from tag_train._common import cpu_friendly, load_model_for_training, train_and_save
 
 __all__ = ["run_sft", "to_sft_dataset"]
 
@@ -66,15 +66,5 @@ def run_sft(
         processing_class=processor,
         callbacks=[JsonlMetricsCallback(metrics), *(callbacks or [])],
     )
-    resume = None
-    if script_args.resume or training_args.resume_from_checkpoint:
-        resume = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
-        print(
-            f"tag-train sft: resuming from {resume}"
-            if resume
-            else "tag-train sft: no checkpoint, starting fresh"
-        )
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(training_args.output_dir)
-    processor.save_pretrained(training_args.output_dir)
+    train_and_save(trainer, script_args, training_args, processor, "sft")
     return trainer
