@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from tag_kernels.regions import RegionTable
 
 BACKENDS = ("numba", "jax", "triton")
 
@@ -75,3 +78,37 @@ def make_batch(
         ref_au=ref_au,
         ref_prob=ref_prob,
     )
+
+
+def regions_python(landmarks: np.ndarray, image_size: np.ndarray, table: RegionTable) -> list:
+    """Pure-Python per-face loop, the way a data script would do it: one face, one region at a
+    time, on Python lists. Returns ``[[(x1, y1, x2, y2)] * R] * B``."""
+    i, j = table.unit_points
+    out = []
+    for lm, (w, h) in zip(landmarks.tolist(), image_size.tolist()):
+        d = math.dist(lm[i], lm[j])
+        face_ok = math.isfinite(d) and d > 0 and math.isfinite(w) and w > 0
+        face_ok = face_ok and math.isfinite(h) and h > 0
+        boxes = []
+        for reg in table.regions:
+            pts = [lm[k] for k in reg.landmarks]
+            if not face_ok or not all(math.isfinite(v) for p in pts for v in p):
+                boxes.append((0.0, 0.0, 0.0, 0.0))
+                continue
+            xs = [p[0] for p in pts]
+            ys = [p[1] for p in pts]
+            x1 = min(xs) + (reg.dx - reg.pad_x) * d
+            x2 = max(xs) + (reg.dx + reg.pad_x) * d
+            y1 = min(ys) + (reg.dy - reg.pad_y) * d
+            y2 = max(ys) + (reg.dy + reg.pad_y) * d
+            if x2 - x1 < reg.min_w * d:
+                c = (x1 + x2) / 2
+                x1, x2 = c - reg.min_w * d / 2, c + reg.min_w * d / 2
+            if y2 - y1 < reg.min_h * d:
+                c = (y1 + y2) / 2
+                y1, y2 = c - reg.min_h * d / 2, c + reg.min_h * d / 2
+            boxes.append(
+                (min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h))
+            )
+        out.append(boxes)
+    return out

@@ -13,7 +13,6 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import importlib.util
-import math
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from tag_kernels.regions import (
     RegionTable,
     landmarks_to_regions,
 )
+
+from ._data import regions_python
 
 CUDA = torch.cuda.is_available()
 TRITON_DEV = "cuda" if CUDA else "cpu"
@@ -93,37 +94,7 @@ def _reference(lm: np.ndarray, size: np.ndarray, table: RegionTable) -> np.ndarr
 
 def _python_per_face(lm: np.ndarray, size: np.ndarray, table: RegionTable) -> np.ndarray:
     """An independent plain-Python reading of the recipe (float64), to check the reference."""
-    out = np.zeros((lm.shape[0], len(table), 4), np.float64)
-    i, j = table.unit_points
-    for b in range(lm.shape[0]):
-        w, h = float(size[b, 0]), float(size[b, 1])
-        d = math.dist(lm[b, i].tolist(), lm[b, j].tolist())
-        if not (math.isfinite(d) and d > 0 and math.isfinite(w) and w > 0):
-            continue
-        if not (math.isfinite(h) and h > 0):
-            continue
-        for r, reg in enumerate(table.regions):
-            pts = [lm[b, k].tolist() for k in reg.landmarks]
-            if not all(math.isfinite(v) for p in pts for v in p):
-                continue
-            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            x1 = min(xs) + (reg.dx - reg.pad_x) * d
-            x2 = max(xs) + (reg.dx + reg.pad_x) * d
-            y1 = min(ys) + (reg.dy - reg.pad_y) * d
-            y2 = max(ys) + (reg.dy + reg.pad_y) * d
-            if x2 - x1 < reg.min_w * d:
-                c = (x1 + x2) / 2
-                x1, x2 = c - reg.min_w * d / 2, c + reg.min_w * d / 2
-            if y2 - y1 < reg.min_h * d:
-                c = (y1 + y2) / 2
-                y1, y2 = c - reg.min_h * d / 2, c + reg.min_h * d / 2
-            out[b, r] = [
-                min(max(x1, 0), w),
-                min(max(y1, 0), h),
-                min(max(x2, 0), w),
-                min(max(y2, 0), h),
-            ]
-    return out
+    return np.asarray(regions_python(lm, size, table), np.float64).reshape(-1, len(table), 4)
 
 
 def _canonical_face(rng: np.random.Generator, B: int, scale: float = 1.0) -> np.ndarray:
