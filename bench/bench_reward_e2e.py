@@ -121,7 +121,7 @@ def test_python_per_sample(benchmark, data: dict) -> None:
     out = benchmark.pedantic(
         python_rewards,
         args=(data["texts"], data["activated"], data["sizes"]),
-        rounds=5,
+        rounds=10,
         iterations=1,
     )
     assert out == data["want"]

@@ -147,6 +147,89 @@ def test_label_table_is_only_an_accelerator() -> None:
     assert_batch_agrees(texts, parse_batch(texts))
 
 
+# Rows that stress the merged line walk of the Numba scanner: tags inside step lines, the body
+# ending mid-line, arrows and tags cut by the row end (the next row must not complete them).
+WALK_EDGES = [
+    "Global analysis: g\nVerification loop:\nInspect a → b → AU6 </answer> <bbox>[1,2,3,4]</bbox>\n"
+    "Final conclusion: AU6\n<answer>happy</answer>",
+    "Global analysis: g\nVerification loop:\nInspect a → b → AU6 <answer>happy</answer> <bbox>[1,2,3,4]"
+    "</bbox>\nFinal conclusion: AU6",
+    "Global analysis: g\nVerification loop:\nInspect a → b → AU6 <bbox>[1,2,3,4]</bbox> AU7 <bbox>x"
+    "</bbox>\nFinal conclusion: AU6\n<answer>happy</answer>",
+    "Global analysis: g\nVerification loop:\nInspect a → b → <bbox><bbox>[1,2,3,4]</bbox>\n"
+    "Final conclusion: AU6\n<answer>happy</answer>",
+    "Global analysis: g\nVerification loop:\nInspect a -> b - > c --> AU 6 <BBOX>[ 1 , 2 , 3 , 4 ]"
+    "</BBox>\nFinal conclusion: au6\n<ANSWER>happy</answer></answer>",
+    "  Global analysis:\n\t \nVerification loop: Inspect a → b → AU6 <bbox>[1,2,3,4]</bbox>\n"
+    "Final conclusion:   \n<answer>happy",
+    "</answer>Global analysis: g\nVerification loop:\nInspect a → b → AU6 <bbox>[1,2,3,4]</bbox>\n"
+    "Final conclusion: AU6 <answer>happy</answer>",
+    # U+00E2 U+0086 U+0092 are the UTF-8 bytes of '→' taken as code points: not an arrow
+    "Global analysis: g\nVerification loop:\nInspect a \u00e2\u0086\u0092 b → AU6 <bbox>[1,2,3,4]"
+    "</bbox>\nFinal conclusion: AU6\n<answer>happy</answer>",
+    "Global analysis: g 😀\nVerification loop:\nInspect 😀 → \ud800 → AU6 <bbox>[1,2,3,4]</bbox>\n"
+    "Final conclusion: AU6\n<answer>happy</answer>",
+    "Global analysis: g\nVerification loop:\nInspect a → b → AU6 <bbox>[1,2,3,4]</bbox>\n"
+    "Final conclusion: AU6\n<answer>\ud800</answer>",
+    "Global analysis: g\nVerification loop:\nInspect a → b → AU12 <bbox>[1,2,3,4]</bbox>\n"
+    "Final conclusion: AU12\n<answer> ｈａｐｐｙ </answer>",
+    "Verification loop:\nInspect a -",
+    ">> b → AU6 <bbox>[1,2,3,4]</bbox>\nFinal conclusion: AU6 AU",
+    "12\n<answer>happy</answer><",
+    "answer>",
+    "Global analysis: g\nVerification loop:\nInspect a → b → AU6 <bbox>[1,2,3,4]</bbox>\n\x00",
+    "",
+    "\x00\x00",
+]
+
+
+def test_code_point_and_utf8_buffers_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parse_batch scans strings as code points; the UTF-8 byte buffer (token ids, Triton) and
+    the code-point buffer give parse_trace's results, row for row."""
+    from tag_model.grounding._batch import _pack_codepoints, _pack_strings, scan_packed
+
+    texts = _corpus(400, seed=21) + WALK_EDGES + SHORT
+    assert_batch_agrees(texts, parse_batch(texts))
+    buf8, off8, errs = _pack_strings(texts)
+    buf32, off32 = _pack_codepoints(texts)
+    assert buf8.dtype == np.uint8 and buf32.dtype == np.uint32
+    joined = "".join(texts)
+    assert buf32.tolist() == [ord(c) for c in joined]  # trailing NULs, surrogates, non-BMP kept
+    assert np.array_equal(np.diff(off32), [len(t) for t in texts])
+    for buf, off in ((buf8, off8), (buf32, off32)):
+        assert_batch_agrees(texts, scan_packed(buf, off, label_table(None), 64, errs))
+    ascii_rows = [t for t in texts if t.isascii()]
+    buf_a, off_a = _pack_codepoints(ascii_rows)
+    assert buf_a.dtype == np.uint8 and buf_a.tobytes() == "".join(ascii_rows).encode()
+    assert_batch_agrees(ascii_rows, scan_packed(buf_a, off_a, label_table(None), 64, errs))
+    from tag_model.grounding import _batch
+
+    with monkeypatch.context() as mp:  # very long batches pack as UTF-8 bytes
+        mp.setattr(_batch, "_MAX_UCS4", 10)
+        buf_u, off_u = _pack_codepoints(texts)
+        assert np.array_equal(buf_u, buf8) and np.array_equal(off_u, off8)
+        assert_batch_agrees(texts, parse_batch(texts))
+    assert _pack_codepoints([])[0].shape == (0,) and _pack_codepoints(["", ""])[1].tolist() == [
+        0,
+        0,
+        0,
+    ]
+    # the edge rows really exercise distinct outcomes
+    masks = parse_batch(WALK_EDGES).reason_mask.tolist()
+    seen = {r.name for r in ParseReason for m in masks if m >> int(r) & 1}
+    want = {"MALFORMED_STEP", "DUPLICATE_ANSWER", "EXTRA_BBOX", "BAD_BOX", "ANSWER_NOT_IN_LABELS"}
+    assert want <= seen and 0 in masks
+
+
+def test_rows_never_read_their_neighbours() -> None:
+    """A pattern cut by the row end is not completed by the next row's first bytes."""
+    pairs = [("Verification loop:\nInspect a -", ">"), ("x <ans", "wer>happy</answer>")]
+    for a, b in pairs:
+        alone = parse_batch([a, b])
+        for r, t in enumerate((a, b)):
+            assert alone.reason_mask[r] == parse_trace(t).reason_mask
+
+
 def _triton_parse(texts: list[str], max_pairs: int = 64):
     from tag_model.grounding._batch import _pack_strings
     from tag_model.grounding._triton import finish_on_device, scan_packed_triton

@@ -21,9 +21,12 @@ stay on the GPU (Triton kernels) and only B floats come back. This path is used 
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Sequence
+from functools import reduce
 from itertools import chain
+from operator import iconcat, itemgetter
 from typing import Any
 
 import numpy as np
@@ -90,6 +93,15 @@ def completion_texts(completions: Sequence[Any]) -> list[str]:
 def _sizes(n: int, image: Sequence[Any] | None, image_size: Sequence[Any] | None) -> np.ndarray:
     """``[B,2]`` (w, h) from an ``image`` column of PIL images, or an ``image_size`` column."""
     if image_size is not None:
+        if isinstance(image_size, list) and len(image_size) == n and n:
+            # the common column, a list of (w, h) pairs: flatten in C, skip NumPy's shape discovery
+            try:
+                if set(map(len, image_size)) == {2}:
+                    flat = np.array(reduce(iconcat, image_size, []), dtype=np.float32)
+                    if flat.ndim == 1:
+                        return flat.reshape(n, 2)
+            except (TypeError, ValueError):
+                pass  # let NumPy say what is wrong below
         return np.asarray(image_size, dtype=np.float32).reshape(n, 2)
     if image is None:
         raise ValueError("the grounding reward needs an `image` or an `image_size` column")
@@ -114,35 +126,87 @@ def _entry(e: Any) -> tuple[int, float, Any]:
     return e[0], e[1], e[2]
 
 
+_AU_OF = itemgetter("au")
+_PROB_OF = itemgetter("prob")
+_BOX_OF = itemgetter("box")
+
+
+def _where(activated: Sequence[Sequence[Any]], flat_index: int) -> str:
+    """``activated[i][j]`` of the ``flat_index``-th entry (for error messages)."""
+    for i, row in enumerate(activated):
+        if flat_index < len(row):
+            return f"activated[{i}][{flat_index}]"
+        flat_index -= len(row)
+    return "activated"
+
+
+def _flat_boxes(activated: Sequence[Sequence[Any]], box_f: Sequence[Any], total: int) -> np.ndarray:
+    """``float32[total, 4]`` from the entries' boxes (4 numbers each, else a ``ValueError``)."""
+    try:
+        lens = set(map(len, box_f))
+    except TypeError:
+        lens = set()
+    if lens != {4}:
+        bad = next(j for j, b in enumerate(box_f) if not (hasattr(b, "__len__") and len(b) == 4))
+        raise ValueError(
+            f"pack_activated: {_where(activated, bad)} box must be 4 numbers (x1, y1, x2, y2), "
+            f"got {box_f[bad]!r}"
+        )
+    try:  # one C-level flatten and one struct pack (~2x np.fromiter over a chain)
+        raw = struct.Struct(f"{4 * total}d").pack(*reduce(iconcat, box_f, []))
+        return np.frombuffer(raw, dtype=np.float64).astype(np.float32).reshape(total, 4)
+    except (struct.error, TypeError):  # not plain numbers: let NumPy convert or say why
+        try:
+            return np.asarray(box_f, dtype=np.float32).reshape(total, 4)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"pack_activated: boxes must be 4 numbers each: {exc}") from exc
+
+
 def pack_activated(activated: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pad an ``activated`` column into ``(ref_boxes[B,M,4] f32, ref_au[B,M] i32, ref_prob[B,M] f32)``.
 
     Entries are dicts ``{au, prob, box}``, ``ActivatedAU`` or ``(au, prob, box)`` tuples;
-    padding has ``au = -1``, ``prob = 0`` and a zero box. One flat pass, one scatter.
+    padding has ``au = -1``, ``prob = 0`` and a zero box. One flat pass per field, one scatter
+    (none when every row has ``M`` entries).
+
+    Raises:
+        ValueError: an entry is not one of the above, or a box is not 4 numbers.
     """
     n = len(activated)
-    counts = np.fromiter((len(a) for a in activated), dtype=np.int64, count=n)
+    counts = np.fromiter(map(len, activated), dtype=np.int64, count=n)
     m = max(1, int(counts.max()) if n else 1)
+    total = int(counts.sum())
+    if not total:
+        return (
+            np.zeros((n, m, 4), dtype=np.float32),
+            np.full((n, m), -1, dtype=np.int32),
+            np.zeros((n, m), dtype=np.float32),
+        )
+    entries = list(chain.from_iterable(activated))
+    try:  # the datasets column, dicts {au, prob, box}: one C-level pass per field
+        au = np.fromiter(map(_AU_OF, entries), dtype=np.int32, count=total)
+        prob = np.fromiter(map(_PROB_OF, entries), dtype=np.float32, count=total)
+        box_f: Sequence[Any] = list(map(_BOX_OF, entries))
+    except (TypeError, KeyError, IndexError):  # ActivatedAU, tuples, or mixed
+        try:
+            au_f, prob_f, box_f = zip(*map(_entry, entries))
+        except (TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise ValueError(
+                "pack_activated: entries must be dicts {au, prob, box}, ActivatedAU or "
+                f"(au, prob, box) tuples: {exc!r}"
+            ) from exc
+        au = np.asarray(au_f, dtype=np.int32)
+        prob = np.asarray(prob_f, dtype=np.float32)
+    flat = _flat_boxes(activated, box_f, total)
+    if total == n * m:  # every row full: no padding, no scatter
+        return flat.reshape(n, m, 4), au.reshape(n, m), prob.reshape(n, m)
     boxes = np.zeros((n, m, 4), dtype=np.float32)
     aus = np.full((n, m), -1, dtype=np.int32)
     probs = np.zeros((n, m), dtype=np.float32)
-    total = int(counts.sum())
-    if total:
-        entries = [e for row in activated for e in row]
-        try:  # the datasets column, dicts {au, prob, box}: one pass per field
-            au_f = [e["au"] for e in entries]
-            prob_f = [e["prob"] for e in entries]
-            box_f = [e["box"] for e in entries]
-        except (TypeError, KeyError, IndexError):
-            au_f, prob_f, box_f = zip(*map(_entry, entries))
-        mask = np.arange(m)[None, :] < counts[:, None]  # row-major order == flattening order
-        aus[mask] = np.asarray(au_f, dtype=np.int32)
-        probs[mask] = np.asarray(prob_f, dtype=np.float32)
-        try:
-            flat = np.fromiter(chain.from_iterable(box_f), dtype=np.float32, count=4 * total)
-        except (TypeError, ValueError):  # boxes of another shape: let NumPy say what is wrong
-            flat = np.asarray(box_f, dtype=np.float32)
-        boxes[mask] = flat.reshape(-1, 4)
+    mask = np.arange(m)[None, :] < counts[:, None]  # row-major order == flattening order
+    aus[mask] = au
+    probs[mask] = prob
+    boxes[mask] = flat
     return boxes, aus, probs
 
 
@@ -285,17 +349,22 @@ def get_grounding_reward(
         else:
             # only the first max(n_pairs) columns hold pairs: trim the padding before the kernel
             k = max(1, int(np.max(pb.n_pairs))) if hasattr(pb, "n_pairs") else pb.pred_au.shape[1]
-            pred_au = np.asarray(pb.pred_au[:, :k], dtype=np.int32)
+            pred_au = np.ascontiguousarray(pb.pred_au[:, :k], dtype=np.int32)
             ok = np.asarray(pb.format_ok, dtype=bool)
             px = np.asarray(
                 adapter.to_pixels(np.asarray(pb.pred_boxes[:, :k], dtype=np.float32), sizes),
                 dtype=np.float32,
             )
             valid = pred_au >= 0
-            px = np.where(valid[..., None], np.nan_to_num(px, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+            # padding boxes are 0 (and the kernel skips slots with pred_au < 0): only non-finite
+            # values, which parse_batch never yields, need cleaning
+            if not np.isfinite(px).all():
+                px = np.where(
+                    valid[..., None], np.nan_to_num(px, nan=0.0, posinf=0.0, neginf=0.0), 0.0
+                )
             res = au_grounding_reward(
                 np.ascontiguousarray(px, dtype=np.float32),
-                np.ascontiguousarray(pred_au),
+                pred_au,
                 ref_boxes,
                 ref_au,
                 ref_prob,
@@ -304,9 +373,12 @@ def get_grounding_reward(
                 empty_value=empty_value,
                 backend=backend,
             )
-            reward = np.nan_to_num(np.asarray(res.reward, dtype=np.float64), nan=0.0)
-            if require_format:
-                reward = np.where(ok, reward, 0.0)
+            reward = np.asarray(res.reward, dtype=np.float64)
+            bad = ~ok if require_format else None
+            if not np.isfinite(reward).all():
+                bad = ~np.isfinite(reward) if bad is None else bad | ~np.isfinite(reward)
+            if bad is not None and bad.any():
+                reward = np.where(bad, 0.0, reward)
             precision, recall = np.asarray(res.precision), np.asarray(res.recall)
             n_valid = valid.sum(axis=1)
         if log_metric is not None:

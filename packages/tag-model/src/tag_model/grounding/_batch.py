@@ -1,11 +1,24 @@
 """``parse_batch``: the compiled batch parser (Numba on the CPU, Triton for CUDA token ids).
 
-Completions are packed into one UTF-8 byte buffer with row offsets and scanned by
-:func:`_scan_batch`, a Numba ``njit`` kernel, one row per iteration (``prange`` over rows with
-``parallel=True`` for buffers of 2 MiB or more; smaller batches run on one thread). The scanner
-implements the grammar of :mod:`._parse` byte for byte (the same multi-pass structure: answer
-tags, then lines, then steps), and returns exactly what :func:`parse_trace` returns for every
-field it has. Tests check this on a fuzz corpus.
+Completions are packed into one buffer with row offsets and scanned by :func:`_scan_batch`, a
+Numba ``njit`` kernel, one row per iteration (``prange`` over rows with ``parallel=True`` for
+buffers of 2 MiB or more; smaller batches run on one thread). Strings are packed as code points
+(``uint32``, :func:`_pack_codepoints`: one widening copy, no UTF-8 encoding); token ids as
+UTF-8 bytes (``uint8``). The same kernel compiles for both; only the arrow differs (one code
+point ``U+2192`` or the bytes ``E2 86 92``). Every other pattern is ASCII, so a code-point
+scan and a byte scan see the same text.
+
+The scanner implements the grammar of :mod:`._parse` and returns exactly what
+:func:`parse_trace` returns for every field it has; tests check this on a fuzz corpus. It makes
+one walk per line of the body: a line ends at ``\n`` or at the first ``<answer>`` (the body's
+end); the walk matches the header at the line start, then for a step counts arrows, finds the
+first ``<bbox>``, its ``</bbox>`` and any later ``<bbox>``, and counts the ``</answer>`` tags
+it passes. Then only the AU tail of a step, its box and the conclusion's AU mentions are read
+again, and the answer tags after the body. Patterns are matched bounded by the row end rather
+than the line end: none contains ``\n`` and each has ``<`` only at index 0, so no match can
+straddle a line end or the body's end, and the results equal the bounded searches of
+:mod:`._parse`. The Triton twin in :mod:`._triton` keeps the earlier multi-pass layout (answer
+tags over the whole row, then lines, then a search per pattern); both give the same results.
 
 The only Python work per row is for answers whose normalised text is not a known spelling of a
 label (say ``"joyful"`` or non-ASCII text): those go through
@@ -294,36 +307,18 @@ def _lookup_answer(buf, a, b, keys, key_len, key_id):
 # ----------------------------------------------------------------------------- the row scanner
 @njit(cache=_CACHE)
 def _scan_row(buf, rs, re_, keys, key_len, key_id, out_au, out_box, aus, vals):
-    """Scan one completion ``buf[rs:re_]``. Returns ``(n_pairs, answer_id, a, b, mask)``."""
-    K = out_au.shape[0]
-    mask = 0
-    # 1. answer tags over the whole row
-    n_open = 0
-    n_close = 0
-    o1 = -1
-    o2 = -1
-    c1 = -1
-    i = rs
-    while i < re_:
-        if buf[i] == 60:
-            if _match(buf, i, re_, _P_OPEN):
-                n_open += 1
-                if o1 < 0:
-                    o1 = i
-                elif o2 < 0:
-                    o2 = i
-                i += 8
-                continue
-            if _match(buf, i, re_, _P_CLOSE):
-                n_close += 1
-                if o1 >= 0 and c1 < 0:
-                    c1 = i
-                i += 9
-                continue
-        i += 1
-    body_end = o1 if o1 >= 0 else re_
+    """Scan one completion ``buf[rs:re_]``. Returns ``(n_pairs, answer_id, a, b, mask)``.
 
-    # 2. lines of the body
+    One walk per line of the body (see the module docstring): a line ends at ``\\n`` or at the
+    first ``<answer>`` (the body's end). Patterns are matched bounded by the row end ``re_``:
+    none contains ``\\n`` and each has ``<`` only at index 0, so no match can straddle a line
+    end or the body's end, and every result equals the bounded search of :mod:`._parse`.
+    """
+    K = out_au.shape[0]
+    narrow = buf.itemsize == 1  # UTF-8 bytes (else code points)
+    mask = 0
+    n_close = 0  # '</answer>' seen before the body's end
+    body_end = -1  # the first '<answer>', once seen
     seen1 = False
     seen2 = False
     seen3 = False
@@ -336,22 +331,21 @@ def _scan_row(buf, rs, re_, keys, key_len, key_id, out_au, out_box, aus, vals):
     total = 0
     ls = rs
     while True:
-        le = ls
-        while le < body_end and buf[le] != 10:
-            le += 1
-        p = _skip_ws(buf, ls, le)
+        # the header, if the line starts with one (after whitespace)
+        p = _skip_ws(buf, ls, re_)
         cs = ls
         h = 0
-        hl = 0
-        if _match(buf, p, le, _P_G):
-            h = 1
-            hl = 16
-        elif _match(buf, p, le, _P_V):
-            h = 2
-            hl = 18
-        elif _match(buf, p, le, _P_C):
-            h = 3
-            hl = 17
+        if p < re_:
+            c0 = buf[p] | 32
+            if c0 == 103 and _match(buf, p, re_, _P_G):
+                h = 1
+                cs = p + 16
+            elif c0 == 118 and _match(buf, p, re_, _P_V):
+                h = 2
+                cs = p + 18
+            elif c0 == 102 and _match(buf, p, re_, _P_C):
+                h = 3
+                cs = p + 17
         if h > 0:
             seen_h = seen1 if h == 1 else (seen2 if h == 2 else seen3)
             if seen_h:
@@ -370,57 +364,70 @@ def _scan_row(buf, rs, re_, keys, key_len, key_id, out_au, out_box, aus, vals):
             if h > max_rank:
                 max_rank = h
             section = h
-            cs = p + hl
-        if section == 1:
-            if active == 1 and not g_nonempty:
-                q = cs
-                while q < le and _is_ws(buf[q]):
-                    q += 1
-                if q < le:
-                    g_nonempty = True
-        elif section == 3:
-            if active == 3 and not c_nonempty:
-                q = cs
-                while q < le and _is_ws(buf[q]):
-                    q += 1
-                if q < le:
-                    c_nonempty = True
-            _, m = _scan_aus(buf, rs, cs, le, aus, 0, False)
-            mask |= m
-        elif section == 2:
-            q = _skip_ws(buf, cs, le)
-            if q < le:
-                # a step
-                bb = _find(buf, cs, le, _P_BBOX)
-                seg_end = bb if bb >= 0 else le
-                n_arr = 0
-                last_end = cs
-                t = cs
-                while t < seg_end:
-                    c = buf[t]
-                    if c == 45 and t + 1 < seg_end and buf[t + 1] == 62:
+        # the line's content [cs, le): q is its first non-blank byte (q == le: blank)
+        q = _skip_ws(buf, cs, re_)
+        t = q
+        if section == 2:
+            # a step: arrows before the first <bbox>, then </bbox>, then a second <bbox>
+            n_arr = 0
+            last_end = cs
+            bb = -1
+            close = -1
+            extra = False
+            while t < re_:
+                c = buf[t]
+                if c == 10:
+                    break
+                if c == 60:
+                    if _match(buf, t, re_, _P_OPEN):
+                        body_end = t
+                        break
+                    if _match(buf, t, re_, _P_CLOSE):
+                        n_close += 1
+                    elif bb < 0:
+                        if _match(buf, t, re_, _P_BBOX):
+                            bb = t
+                    elif close < 0:
+                        if _match(buf, t, re_, _P_CBOX):
+                            close = t
+                    elif not extra and _match(buf, t, re_, _P_BBOX):
+                        extra = True
+                elif bb < 0:
+                    if c == 45:
+                        if t + 1 < re_ and buf[t + 1] == 62:
+                            n_arr += 1
+                            last_end = t + 2
+                            t += 2
+                            continue
+                    elif c == 0x2192:  # '→' in a code-point buffer
                         n_arr += 1
-                        last_end = t + 2
-                        t += 2
-                        continue
-                    if c == 0xE2 and t + 2 < seg_end and buf[t + 1] == 0x86 and buf[t + 2] == 0x92:
+                        last_end = t + 1
+                    elif (  # '→' in UTF-8
+                        narrow
+                        and c == 0xE2
+                        and t + 2 < re_
+                        and buf[t + 1] == 0x86
+                        and buf[t + 2] == 0x92
+                    ):
                         n_arr += 1
                         last_end = t + 3
                         t += 3
                         continue
-                    t += 1
+                t += 1
+            le = t
+            if q < le:
+                seg_end = bb if bb >= 0 else le
                 n_aus, m = _scan_aus(buf, rs, last_end, seg_end, aus, 0, True)
                 mask |= m
                 if bb >= 0:
                     n_boxed += 1
-                    if n_arr < 2 or not _match(buf, q, le, _P_INSPECT):
+                    if n_arr < 2 or not _match(buf, q, re_, _P_INSPECT):
                         mask |= _R_MALFORMED
-                    close = _find(buf, bb + 6, le, _P_CBOX)
                     if close < 0:
                         mask |= _R_UNCLOSED_B
                     else:
                         st = _parse_box(buf, bb + 6, close, vals)
-                        if _find(buf, close + 7, le, _P_BBOX) >= 0:
+                        if extra:
                             mask |= _R_EXTRA_B
                         if st != _BOX_OK:
                             mask |= 1 << st
@@ -435,7 +442,28 @@ def _scan_row(buf, rs, re_, keys, key_len, key_id, out_au, out_box, aus, vals):
                                     for d in range(4):
                                         out_box[total, d] = np.float32(vals[d])
                                 total += 1
-        if le >= body_end:
+        else:
+            while t < re_:
+                c = buf[t]
+                if c == 10:
+                    break
+                if c == 60:
+                    if _match(buf, t, re_, _P_OPEN):
+                        body_end = t
+                        break
+                    if _match(buf, t, re_, _P_CLOSE):
+                        n_close += 1
+                t += 1
+            le = t
+            if section == 1:
+                if active == 1 and q < le:
+                    g_nonempty = True
+            elif section == 3:
+                if active == 3 and q < le:
+                    c_nonempty = True
+                _, m = _scan_aus(buf, rs, cs, le, aus, 0, False)
+                mask |= m
+        if body_end >= 0 or le >= re_:
             break
         ls = le + 1
 
@@ -452,7 +480,31 @@ def _scan_row(buf, rs, re_, keys, key_len, key_id, out_au, out_box, aus, vals):
     elif not c_nonempty:
         mask |= _R_EMPTY
 
-    # 3. the answer
+    # the answer tags after the body (those before it were counted on the way)
+    n_open = 0
+    o1 = -1
+    o2 = -1
+    c1 = -1
+    i = body_end if body_end >= 0 else re_
+    while i < re_:
+        if buf[i] == 60:
+            if _match(buf, i, re_, _P_OPEN):
+                n_open += 1
+                if o1 < 0:
+                    o1 = i
+                elif o2 < 0:
+                    o2 = i
+                i += 8
+                continue
+            if _match(buf, i, re_, _P_CLOSE):
+                n_close += 1
+                if c1 < 0:
+                    c1 = i
+                i += 9
+                continue
+        i += 1
+
+    # the answer
     answer_id = -1
     a = -1
     b = -1
@@ -513,9 +565,10 @@ def _scan_batch_parallel(
 
 
 PARALLEL_MIN_BYTES = 1 << 21
-"""Buffers smaller than this (2 MiB) are scanned on one thread: at B=512 x 600 characters a
-single thread takes ~1.5 ms, and thread start-up and contention on a busy machine cost more
-than they save (measured 1.6 ms serial vs 12-20 ms parallel on a loaded 2-core box)."""
+"""Buffers shorter than this (2 Mi elements: bytes, or code points for strings) are scanned on
+one thread: at B=512 x 600 characters a single thread takes ~0.8 ms, and thread start-up and
+contention on a busy machine cost more than they save (measured 1.6 ms serial vs 12-20 ms
+parallel on a loaded 2-core box, before the merged walk)."""
 
 
 def _scan_batch(buf, offsets, keys, key_len, key_id, out_au, out_box, n_pairs, answer, span, mask):
@@ -714,6 +767,39 @@ def _pack_strings(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, str]:
     return buf, offsets, "surrogatepass"
 
 
+_MAX_UCS4 = 1 << 27  # code points in one NumPy str_ (512 MiB); longer batches pack as UTF-8
+
+
+def _pack_codepoints(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The texts as one buffer of code points with row offsets ``int64[B + 1]``.
+
+    The buffer is ``uint32[N]``: NumPy stores ``str_`` as UCS-4, so ``np.array(joined)`` is one
+    widening copy of the joined text (no UTF-8 encoding, which costs ~5x more), and a row's
+    length is its ``len``. Lone surrogates stay as their code points, as in ``parse_trace``.
+    All-ASCII text packs as ``uint8[N]`` (the same code points, one byte each), and batches of
+    more than ``_MAX_UCS4`` code points as UTF-8 bytes (:func:`_pack_strings`).
+    """
+    from ._rewards import completion_text
+
+    texts = [x if type(x) is str else _as_text(x, completion_text) for x in items]
+    n = len(texts)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    if n:
+        np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=n), out=offsets[1:])
+    joined = "".join(texts)
+    if not joined:
+        return np.zeros(0, dtype=np.uint32), offsets
+    if joined.isascii():  # O(1) in CPython; one byte per code point, a plain copy
+        return np.frombuffer(joined.encode("ascii"), dtype=np.uint8), offsets
+    if len(joined) > _MAX_UCS4:  # keep NumPy's str_ item small: UTF-8 bytes instead
+        buf, offsets, _ = _pack_strings(texts)
+        return buf, offsets
+    buf = np.array(joined).reshape(1).view(np.uint32)
+    if buf.shape[0] != offsets[-1]:  # pragma: no cover - NumPy keeps every code point
+        raise RuntimeError(f"parse_batch: packed {buf.shape[0]} code points, want {offsets[-1]}")
+    return buf, offsets
+
+
 def _pack_tokens(ids: Any, table: TokenBytes, pad_id: int | None, lengths: Any):
     arr = np.ascontiguousarray(np.asarray(ids), dtype=np.int64)
     if arr.ndim == 1:
@@ -743,7 +829,8 @@ def scan_packed(
     max_pairs: int,
     errors: str,
 ) -> ParsedBatch:
-    """Run the Numba scanner on a packed buffer (``uint8[N]``, ``int64[B + 1]``)."""
+    """Run the Numba scanner on a packed buffer: UTF-8 bytes ``uint8[N]`` or code points
+    ``uint32[N]``, with row offsets ``int64[B + 1]``."""
     B = offsets.shape[0] - 1
     K = int(max_pairs)
     pred_au = np.full((B, K), -1, dtype=np.int32)
@@ -781,11 +868,16 @@ def finish_answers(
     """Resolve rows whose answer the key table could not (``answer == -2``) in Python."""
     rows = np.nonzero(answer == _ANSWER_FALLBACK)[0]
     memo: dict[bytes, int] = {}
+    wide = buf.dtype != np.uint8
     for r in rows.tolist():
         raw = buf[span[r, 0] : span[r, 1]].tobytes()
         aid = memo.get(raw)
         if aid is None:
-            aid = memo[raw] = table.resolve(raw.decode("utf-8", errors))
+            if wide:  # code points
+                text = "".join(map(chr, buf[span[r, 0] : span[r, 1]].tolist()))
+            else:
+                text = raw.decode("utf-8", errors)
+            aid = memo[raw] = table.resolve(text)
         answer[r] = aid
         if aid < 0:
             mask[r] |= _R_NOT_LABEL
@@ -837,8 +929,8 @@ def parse_batch(
         not isinstance(completions, list | tuple) and hasattr(completions, "shape")
     )
     if not is_tokens:
-        buf, offsets, errors = _pack_strings(list(completions))
-        return scan_packed(buf, offsets, table, max_pairs, errors)
+        buf, offsets = _pack_codepoints(list(completions))
+        return scan_packed(buf, offsets, table, max_pairs, "surrogatepass")
     if tokenizer is None:
         raise ValueError("parse_batch: token ids need tokenizer= (a tokenizer or TokenBytes)")
     tb = token_bytes(tokenizer)
