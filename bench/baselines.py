@@ -75,7 +75,13 @@ def to_python_samples(batch: dict[str, np.ndarray]) -> tuple[list, list]:
     """Padded arrays -> per-sample Python lists, the input a per-sample scorer sees."""
     preds, refs = [], []
     for i in range(batch["pred_au"].shape[0]):
-        preds.append([(int(a), [float(v) for v in bx]) for a, bx in zip(batch["pred_au"][i], batch["pred_boxes"][i]) if a >= 0])
+        preds.append(
+            [
+                (int(a), [float(v) for v in bx])
+                for a, bx in zip(batch["pred_au"][i], batch["pred_boxes"][i])
+                if a >= 0
+            ]
+        )
         refs.append(
             [
                 (int(a), float(p), [float(v) for v in bx])

@@ -1,6 +1,6 @@
 """Batched box IoU throughput: Numba and JAX against the torch reference, same data, same run.
 
-    uv run pytest bench/bench_box_iou.py --benchmark-only
+uv run pytest bench/bench_box_iou.py --benchmark-only
 """
 
 from __future__ import annotations

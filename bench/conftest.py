@@ -7,7 +7,9 @@ from collections import defaultdict
 import pytest
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     session = getattr(config, "_benchmarksession", None)
     if session is None or session.disabled or not session.benchmarks:
         return
@@ -22,5 +24,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         baselines = [b.extra_info["backend"] for b in benches if b.extra_info.get("baseline")]
         tr.write_line(f"{group}:")
         for name, t in sorted(by_role.items(), key=lambda kv: kv[1]):
-            ratios = ", ".join(f"{by_role[base] / t:8.1f}x vs {base}" for base in baselines if base != name)
+            ratios = ", ".join(
+                f"{by_role[base] / t:8.1f}x vs {base}" for base in baselines if base != name
+            )
             tr.write_line(f"    {name:<18} {t * 1e3:10.3f} ms   {ratios}")

@@ -56,7 +56,11 @@ SCRIPT = textwrap.dedent(
 def compiled() -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, *MODULES], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-c", SCRIPT, *MODULES],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -66,6 +66,7 @@ def au_grounding_reward_reference(
 
     # Steps 1-2: candidate IoUs; everything else scores -1 and is never taken.
     iou = box_iou_reference(pred_boxes, ref_boxes)  # [B, K, M]
+
     def rows(x: torch.Tensor) -> torch.Tensor:  # [B, K] -> [B, K, 1]
         return rearrange(x, "b k -> b k 1")
 

@@ -36,24 +36,26 @@ CANONICAL_LABELS: tuple[str, ...] = (
 )
 """The eight canonical emotion names (noun form)."""
 
-LABEL_SYNONYMS: Mapping[str, str] = MappingProxyType({
-    "neutral": "neutral",
-    "happiness": "happiness",
-    "happy": "happiness",
-    "sadness": "sadness",
-    "sad": "sadness",
-    "surprise": "surprise",
-    "surprised": "surprise",
-    "fear": "fear",
-    "fearful": "fear",
-    "afraid": "fear",
-    "disgust": "disgust",
-    "disgusted": "disgust",
-    "anger": "anger",
-    "angry": "anger",
-    "contempt": "contempt",
-    "contemptuous": "contempt",
-})
+LABEL_SYNONYMS: Mapping[str, str] = MappingProxyType(
+    {
+        "neutral": "neutral",
+        "happiness": "happiness",
+        "happy": "happiness",
+        "sadness": "sadness",
+        "sad": "sadness",
+        "surprise": "surprise",
+        "surprised": "surprise",
+        "fear": "fear",
+        "fearful": "fear",
+        "afraid": "fear",
+        "disgust": "disgust",
+        "disgusted": "disgust",
+        "anger": "anger",
+        "angry": "anger",
+        "contempt": "contempt",
+        "contemptuous": "contempt",
+    }
+)
 """Every accepted spelling (lower case, single spaces) mapped to its canonical label."""
 
 
