@@ -254,6 +254,21 @@ def test_grounded_messages(family: str, face: Image.Image) -> None:
         assert "absolute pixel" in text and f"{w}x{h} pixels" in text
 
 
+def test_compact_style_is_short_and_names_the_labels(tiny, face: Image.Image) -> None:
+    from tag_model.backbones import PROMPT_STYLES
+
+    assert PROMPT_STYLES == ("full", "compact")
+    full = build_messages(face, LABELS)[0]["content"][1]["text"]
+    compact = get_adapter("qwen2_vl").build_messages(face, LABELS, style="compact")
+    text = compact[0]["content"][1]["text"]
+    assert all(n in text for n in LABELS) and "\n" not in text
+    _, processor = tiny["qwen2_vl"]
+    n_full, n_compact = (len(processor.tokenizer(t)["input_ids"]) for t in (full, text))
+    assert n_compact * 4 < n_full, (n_compact, n_full)
+    with pytest.raises(ValueError, match="unknown prompt style 'terse'"):
+        build_messages(face, LABELS, style="terse")
+
+
 def test_zero_shot_and_system_and_label_spaces() -> None:
     from tag_model.au import RAFDB
 

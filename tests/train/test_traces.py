@@ -153,6 +153,23 @@ def test_rerun_is_idempotent_and_settings_mismatch_refused(synth_ds, tmp_path):
         )
 
 
+def test_compact_prompt_style(synth_ds, tmp_path):
+    small = synth_ds.select(range(3))
+    cfg = TraceBuildConfig(**{**CFG, "prompt_style": "compact"})
+    build_traces(small, TemplateTeacher(), tmp_path / "c", cfg, progress=False)
+    rows = datasets.load_from_disk(str(tmp_path / "c"))
+    text = rows[0]["prompt"][-1]["content"]
+    assert text.startswith("Which emotion? One of: ") and "Verification loop" not in text
+    with pytest.raises(ValueError, match="prompt_style: unknown style 'tiny'"):
+        build_traces(
+            small,
+            TemplateTeacher(),
+            tmp_path / "d",
+            TraceBuildConfig(**{**CFG, "prompt_style": "tiny"}),
+            progress=False,
+        )
+
+
 def test_torn_last_record_is_repaired(tmp_path):
     build = tmp_path / "_build"
     build.mkdir()

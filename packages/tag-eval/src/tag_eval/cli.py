@@ -63,9 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--split", default="test", help="dataset split (default: test)")
     r.add_argument(
         "--prompt",
-        choices=["grounded", "zeroshot"],
+        choices=["grounded", "compact", "zeroshot"],
         default="grounded",
-        help="TAG's AU-grounded prompt or the zero-shot baseline (default: grounded)",
+        help="TAG's AU-grounded prompt, its one-line 'compact' form (for students trained "
+        "with tag-train traces --prompt_style compact), or the zero-shot baseline "
+        "(default: grounded)",
     )
     r.add_argument("--out", help="run directory (default: runs/<model>-<dataset>-...)")
     r.add_argument("--batch-size", type=int, default=8)

@@ -57,7 +57,10 @@ __all__ = [
     "run_eval",
 ]
 
-PROMPTS: tuple[str, ...] = ("grounded", "zeroshot")
+#: ``grounded``: TAG's full AU-grounded instruction; ``compact``: the same request in one line
+#: (for students fine-tuned with ``tag-train traces --prompt_style compact``); ``zeroshot``:
+#: the label-only baseline.
+PROMPTS: tuple[str, ...] = ("grounded", "compact", "zeroshot")
 DATASETS: tuple[str, ...] = ("rafdb", "ferplus", "affectnet", "affectnet7", "affectnet8", "folder")
 
 #: Settings that must match for a run directory to be resumed.
@@ -388,11 +391,12 @@ def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -
         from tqdm import tqdm
 
         iterator = tqdm(todo, desc=f"tag-eval {cfg.dataset}/{cfg.split}", unit="batch")
-    grounded = cfg.prompt == "grounded"
+    grounded = cfg.prompt != "zeroshot"
+    style = "compact" if cfg.prompt == "compact" else "full"
     adapter = generator.adapter if generator is not None else None
 
     def messages(im: Any) -> list[dict[str, Any]]:
-        return adapter.build_messages(im, names, grounded=grounded)
+        return adapter.build_messages(im, names, grounded=grounded, style=style)
 
     for batch in iterator:
         rows = [ds[i] for i in batch]

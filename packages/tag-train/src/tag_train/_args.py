@@ -59,6 +59,15 @@ class TracesArguments:
         },
     )
     top_k: int = field(default=6, metadata={"help": "Activated list: at most K AUs."})
+    prompt_style: str = field(
+        default="full",
+        metadata={
+            "help": "Student prompt written to the dataset: 'full' (format and box convention "
+            "spelled out) or 'compact' (one line; for small students, ~10x fewer tokens). "
+            "Evaluate with the same style.",
+            "choices": ["full", "compact"],
+        },
+    )
     threshold: float = field(
         default=0.5, metadata={"help": "Activated list: probability threshold."}
     )
@@ -113,6 +122,13 @@ class ModelArguments:
     )
     train_vision: bool = field(
         default=False, metadata={"help": "Also train the vision encoder (TAG freezes it)."}
+    )
+    train_merger: bool = field(
+        default=True,
+        metadata={
+            "help": "Train the vision-language projector (merger) too, without LoRA "
+            "(default: yes; --train_merger false keeps the encoder's features as they are)."
+        },
     )
 
 

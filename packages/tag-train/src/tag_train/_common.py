@@ -15,7 +15,8 @@ def load_model_for_training(args: Any) -> tuple[Any, Any, Any, Any]:
     """Load ``args.model_name_or_path`` and apply the backbone adapter's freezing policy.
 
     Returns ``(model, processor, adapter, param_report)``; ``model`` is the peft model when
-    ``args.lora`` is set. The vision encoder is frozen unless ``args.train_vision``.
+    ``args.lora`` is set. The vision encoder is frozen unless ``args.train_vision``; the
+    projector trains unless ``args.train_merger`` is false.
     """
     from tag_model.backbones import LoraSpec, freeze_for_training, load_backbone
 
@@ -34,7 +35,7 @@ def load_model_for_training(args: Any) -> tuple[Any, Any, Any, Any]:
         if args.lora_target_modules:
             kw["target_modules"] = tuple(args.lora_target_modules)
         lora = LoraSpec(**kw)
-    report = freeze_for_training(model, lora=lora)
+    report = freeze_for_training(model, lora=lora, train_merger=args.train_merger)
     model = report.model if report.model is not None else model
     if args.train_vision:
         for name, p in model.named_parameters():
@@ -81,7 +82,9 @@ def last_checkpoint(output_dir: str) -> str | None:
     return None
 
 
-def train_and_save(trainer: Any, script_args: Any, training_args: Any, processor: Any, what: str) -> None:
+def train_and_save(
+    trainer: Any, script_args: Any, training_args: Any, processor: Any, what: str
+) -> None:
     """Train (resuming from the newest complete checkpoint when asked), then save model and processor."""
     resume = None
     if script_args.resume or training_args.resume_from_checkpoint:

@@ -30,6 +30,7 @@ from ._generate import generate_completions
 from ._loading import BackboneNotFoundError, detect_family, load_backbone
 from ._prompts import (
     DEFAULT_PROMPT_FAMILY,
+    PROMPT_STYLES,
     build_messages,
     build_prompt_text,
     grounded_instruction,
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_PROMPT_FAMILY",
     "FAMILIES",
     "PARTS",
+    "PROMPT_STYLES",
     "TINY_SPECIAL_TOKENS",
     "BackboneAdapter",
     "BackboneNotFoundError",

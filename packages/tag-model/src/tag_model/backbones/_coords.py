@@ -269,11 +269,14 @@ class BackboneAdapter:
         *,
         grounded: bool = True,
         system: str | None = None,
+        style: str = "full",
     ) -> list[dict[str, Any]]:
         """:func:`tag_model.backbones.build_messages` with this adapter's convention."""
         from ._prompts import build_messages
 
-        return build_messages(image, labels, grounded=grounded, system=system, family=self)
+        return build_messages(
+            image, labels, grounded=grounded, system=system, family=self, style=style
+        )
 
 
 def get_adapter(

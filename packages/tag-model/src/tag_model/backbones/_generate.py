@@ -22,6 +22,7 @@ def generate_completions(
     family: str | BackboneAdapter | None = None,
     grounded: bool = True,
     system: str | None = None,
+    style: str = "full",
     max_new_tokens: int = 512,
     do_sample: bool = False,
     **generate_kwargs: Any,
@@ -35,6 +36,8 @@ def generate_completions(
         family: the family or adapter whose box convention the prompt states
             (default: ``model.config.model_type``).
         grounded: TAG's grounded trace prompt, or the zero-shot baseline.
+        style: the grounded instruction's style (``"full"`` or ``"compact"``, the one the
+            model was fine-tuned with).
         max_new_tokens, do_sample, **generate_kwargs: passed to ``model.generate``.
 
     Returns:
@@ -50,7 +53,9 @@ def generate_completions(
     prompts = [
         build_prompt_text(
             processor,
-            build_messages(img, labels, grounded=grounded, system=system, family=family),
+            build_messages(
+                img, labels, grounded=grounded, system=system, family=family, style=style
+            ),
         )
         for img in images
     ]

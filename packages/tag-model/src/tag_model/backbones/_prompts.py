@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PROMPT_FAMILY",
+    "PROMPT_STYLES",
     "build_messages",
     "build_prompt_text",
     "grounded_instruction",
@@ -26,6 +27,12 @@ __all__ = [
 
 #: The family whose coordinate convention ``build_messages`` states when none is given.
 DEFAULT_PROMPT_FAMILY = "qwen2_vl"
+
+#: Instruction styles of the grounded prompt: ``"full"`` spells out the trace format and the
+#: box convention (for teachers and pretrained models); ``"compact"`` is one line naming the
+#: labels, for a student fine-tuned on TAG traces (it has learnt the format; ~10x fewer
+#: prompt tokens, which is most of a short sequence on a small model).
+PROMPT_STYLES: tuple[str, ...] = ("full", "compact")
 
 _FORMAT_EXAMPLE = (
     "Global analysis: <what the whole face shows>\n"
@@ -81,6 +88,7 @@ def grounded_instruction(
     *,
     family: str | BackboneAdapter | None = None,
     image_size: tuple[int, int] | None = None,
+    style: str = "full",
 ) -> str:
     """The instruction asking for an AU-grounded trace in TAG's format.
 
@@ -90,8 +98,17 @@ def grounded_instruction(
             ``None`` states :data:`DEFAULT_PROMPT_FAMILY`'s (0-1000 relative).
         image_size: ``(w, h)`` of the original image; for absolute-pixel families the
             instruction then names the resized size the model sees.
+        style: ``"full"`` (format and box convention spelled out) or ``"compact"`` (one
+            line; see :data:`PROMPT_STYLES`).
+
+    >>> grounded_instruction(["happiness", "sadness"], style="compact")
+    'Which emotion? One of: happiness, sadness. Answer with an AU-grounded TAG trace.'
     """
     names = ", ".join(_label_names(labels))
+    if style == "compact":
+        return f"Which emotion? One of: {names}. Answer with an AU-grounded TAG trace."
+    if style != "full":
+        raise ValueError(f"unknown prompt style {style!r}; use one of {', '.join(PROMPT_STYLES)}")
     coords = _adapter(family).coordinate_instruction(image_size)
     return (
         "You are an expert in facial expression analysis with the Facial Action Coding "
@@ -122,6 +139,7 @@ def build_messages(
     grounded: bool = True,
     system: str | None = None,
     family: str | BackboneAdapter | None = None,
+    style: str = "full",
 ) -> list[dict[str, Any]]:
     """Chat messages asking the model to classify the face in ``image``.
 
@@ -134,6 +152,8 @@ def build_messages(
         system: an optional system prompt (else the chat template's default applies).
         family: backbone family or adapter whose box convention the instruction states
             (default :data:`DEFAULT_PROMPT_FAMILY`, 0-1000 relative).
+        style: the grounded instruction's style, ``"full"`` or ``"compact"``
+            (:data:`PROMPT_STYLES`).
 
     Returns:
         ``[{"role": "system", ...}?, {"role": "user", "content": [image part, text part]}]``.
@@ -143,7 +163,9 @@ def build_messages(
     ['image', 'text']
     """
     if grounded:
-        text = grounded_instruction(labels, family=family, image_size=_image_size(image))
+        text = grounded_instruction(
+            labels, family=family, image_size=_image_size(image), style=style
+        )
     else:
         text = zero_shot_instruction(labels)
     image_part: dict[str, Any] = {"type": "image"}

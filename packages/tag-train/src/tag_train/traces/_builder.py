@@ -54,6 +54,8 @@ class TraceBuildConfig:
         min_sharpness, min_face_px, require_face: quality-filter settings.
         use_dlib: run dlib when a row has no landmarks.
         limit: build at most this many input rows (the first ones).
+        prompt_style: the student prompt's style in the ``prompt`` column, ``"full"`` or
+            ``"compact"`` (``tag_model.backbones.PROMPT_STYLES``).
     """
 
     family: str = "qwen2_5_vl"
@@ -68,6 +70,7 @@ class TraceBuildConfig:
     require_face: bool = True
     use_dlib: bool = True
     limit: int | None = None
+    prompt_style: str = "full"
 
 
 @dataclass
@@ -225,13 +228,18 @@ def build_traces(
     attempts, failures, eliminated labels, latency, ...).
     """
     from tag_model.activation import build_activated_list
-    from tag_model.backbones import get_adapter
+    from tag_model.backbones import PROMPT_STYLES, get_adapter
     from tag_model.grounding import parse_trace
 
     cfg = config or TraceBuildConfig()
     t0 = time.perf_counter()
     out = Path(output_dir)
     build = out / _BUILD
+    if cfg.prompt_style not in PROMPT_STYLES:
+        raise ValueError(
+            f"TraceBuildConfig.prompt_style: unknown style {cfg.prompt_style!r}; "
+            f"use one of {', '.join(PROMPT_STYLES)}"
+        )
     labels = tuple(cfg.labels) if cfg.labels else tuple(sorted(set(dataset["label"])))
     n_rows = len(dataset) if cfg.limit is None else min(cfg.limit, len(dataset))
     manifest = {
@@ -474,7 +482,9 @@ def _assemble(
     base = dataset.select([r["index"] for r in kept]).select_columns(keep_cols)
     sizes = [tuple(im.size) for im in base.select_columns(["image"])["image"]] if kept else []
     cache: dict[tuple[int, int], list[dict[str, str]]] = {}
-    prompts = [cache.setdefault(sz, student_prompt(adapter, labels, sz)) for sz in sizes]
+    prompts = [
+        cache.setdefault(sz, student_prompt(adapter, labels, sz, cfg.prompt_style)) for sz in sizes
+    ]
     extra = hfds.Dataset.from_dict(
         {
             "id": [r["id"] for r in kept],
@@ -537,9 +547,11 @@ def _assemble(
 
 
 def student_prompt(
-    adapter: Any, labels: Sequence[str], image_size: tuple[int, int]
+    adapter: Any, labels: Sequence[str], image_size: tuple[int, int], style: str = "full"
 ) -> list[dict[str, str]]:
     """The student's chat prompt for an image of ``image_size``, as TRL conversational messages.
+
+    ``style`` is the instruction's style (``"full"`` or ``"compact"``).
 
     Content is plain text (``[{"role", "content"}]``); TRL inserts the image placeholder
     before the user text and fills it from the ``image`` column.
@@ -547,7 +559,10 @@ def student_prompt(
     from PIL import Image
 
     msgs = adapter.build_messages(
-        Image.new("RGB", tuple(int(v) for v in image_size)), tuple(labels), grounded=True
+        Image.new("RGB", tuple(int(v) for v in image_size)),
+        tuple(labels),
+        grounded=True,
+        style=style,
     )
     out = []
     for m in msgs:
