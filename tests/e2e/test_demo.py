@@ -38,11 +38,13 @@ def test_demo_smoke_preset_writes_the_run_folder(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     for phase in ("eval_after_sft", "eval_after_rl"):
         ev = summary[phase]
-        for k in ("format", "accuracy", "mean_iou", "grounding"):
+        for k in ("format", "accuracy", "mean_iou", "au_recall", "iou_found", "grounding"):
             assert 0.0 <= ev[k] <= 1.0
-    # the vision warm-up ran and was measured on held-out faces
+        assert ev["mean_iou"] <= ev["iou_found"] + 1e-9
+    assert 0.0 < summary["mean_box_baseline_iou_found"] <= 1.0
+    # the vision warm-up ran (every face also mirrored) and was measured on held-out faces
     warm = summary["vision_warmup"]
-    assert warm["faces"] == summary["preset"]["n_train"] + summary["preset"]["warmup_extra"]
+    assert warm["faces"] == 2 * (summary["preset"]["n_train"] + summary["preset"]["warmup_extra"])
     assert 0.0 <= warm["eval_accuracy"] <= 1.0 and warm["seconds"] > 0
     # the goals are checked and printed (met or not: the smoke preset is too small)
     assert len(summary["goals"]) == 5 and all(

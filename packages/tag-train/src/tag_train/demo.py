@@ -7,12 +7,13 @@ Pipeline, with a progress bar at every stage:
 2. **Traces**: the real trace builder (quality filter -> geometric AU detector -> activated
    list -> offline template teacher -> rejection sampling) writes a TAG dataset on disk.
 3. **Tiny VLM**: ``make_tiny_vlm("qwen2_vl")`` (~2.2 M parameters). Its vision tower (+ merger)
-   is first trained alone as an emotion classifier and landmark regressor on the trace images
-   plus ``warmup_extra`` fresh SynthFACS faces (rendered in memory), then the heads are
+   is first trained alone as an emotion classifier, landmark regressor and AU detector on the
+   trace images plus ``warmup_extra`` fresh SynthFACS faces (rendered in memory, and every
+   face also mirrored), then the heads are
    dropped: this stands in for the pretrained encoder a real backbone has (a random tower
    gives the language model nothing to learn the class from). Its held-out accuracy is
    printed.
-4. **SFT warm start** with TRL's ``SFTTrainer`` (vision frozen). Steps 1-4 are cached under
+4. **SFT warm start** with TRL's ``SFTTrainer`` (vision tower and merger frozen). Steps 1-4 are cached under
    ``<cache_dir>/<preset>-<hash>/`` (default ``./.tag-cache/demo``, or ``$TAG_CACHE/demo``),
    so the next run starts at RL.
 5. **GRPO** with TRL's ``GRPOTrainer`` and the three TAG rewards, at temperature 1.0.
@@ -51,7 +52,7 @@ __all__ = ["PRESETS", "DemoPreset", "main", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
-_CACHE_VERSION = "3"
+_CACHE_VERSION = "5"
 
 
 @dataclass(frozen=True)
@@ -61,17 +62,20 @@ class DemoPreset:
     name: str
     labels: tuple[str, ...] = ("happiness", "sadness", "surprise", "anger")
     image_size: int = 112
-    n_train: int = 480
-    n_eval: int = 48
+    n_train: int = 1200
+    n_eval: int = 96
     top_k: int = 3
-    warmup_extra: int = 1500
-    warmup_steps: int = 350
+    warmup_extra: int = 1000
+    warmup_steps: int = 500
     warmup_batch: int = 32
     warmup_lr: float = 2e-3
+    warmup_landmark_weight: float = 10.0
+    warmup_au_weight: float = 1.0
     sft_steps: int = 900
     sft_batch: int = 8
     sft_lr: float = 2e-3
-    rl_steps: int = 120
+    sft_train_merger: bool = False
+    rl_steps: int = 100
     rl_prompts: int = 4
     rl_generations: int = 4
     rl_lr: float = 3e-5
@@ -164,6 +168,7 @@ def _traces(ds: Any, out: Path, preset: DemoPreset, progress: bool) -> Any:
                 top_k=preset.top_k,
                 min_face_px=32,
                 use_dlib=False,
+                prompt_style="compact",
             ),
             progress=progress,
         )
@@ -172,12 +177,15 @@ def _traces(ds: Any, out: Path, preset: DemoPreset, progress: bool) -> Any:
 
 
 def _warmup_faces(ds: Any, preset: DemoPreset, progress: bool) -> tuple[list, list, np.ndarray]:
-    """The trace images plus ``preset.warmup_extra`` fresh SynthFACS faces (another seed).
+    """The trace images plus ``preset.warmup_extra`` fresh SynthFACS faces (another seed),
+    each also mirrored left-right (landmarks re-indexed with ``IBUG68_MIRROR``).
 
     The extra faces are rendered in memory only: their label and landmarks are known by
-    construction, which is all the tower's warm-up needs (no traces).
+    construction, which is all the tower's warm-up needs (no traces). Mirroring doubles the
+    faces for free; no label in the demo is one-sided (contempt would be, so it is not mirrored).
     """
-    from tag_model.synth import SynthFACS
+    from PIL import ImageOps
+    from tag_model.synth import IBUG68_MIRROR, SynthFACS
     from tqdm.auto import tqdm
 
     images, labels = list(ds["image"]), list(ds["label"])
@@ -188,21 +196,32 @@ def _warmup_faces(ds: Any, preset: DemoPreset, progress: bool) -> tuple[list, li
         images.append(smp.image)
         labels.append(smp.label)
         lms.append(np.asarray(smp.landmarks, dtype=np.float32))
+    for i in range(len(images)):
+        if labels[i] == "contempt":
+            continue
+        im = images[i]
+        lm = lms[i][IBUG68_MIRROR].copy()
+        lm[:, 0] = im.width - 1 - lm[:, 0]
+        images.append(ImageOps.mirror(im))
+        labels.append(labels[i])
+        lms.append(lm)
     return images, labels, np.stack(lms)
 
 
 def _vision_warmup(
     model: Any, processor: Any, ds: Any, eval_ds: Any, preset: DemoPreset, progress: bool
 ) -> dict[str, float]:
-    """Train the vision tower (+ merger) alone as a classifier and landmark regressor.
+    """Train the vision tower (+ merger) alone: emotion, landmarks and AU probabilities.
 
-    Stands in for the pretrained encoder a real backbone has. Two heads read the merged
-    visual tokens ``Tensor[B, T, H]`` flattened (so they see *where* things are): a linear
-    emotion classifier and a linear regressor of the 68 landmarks (which fix every AU region
-    box). The heads are dropped afterwards. Returns seconds, loss and the classifier's
-    accuracy on ``eval_ds`` (held-out faces).
+    Stands in for the pretrained encoder a real backbone has. Three linear heads read the
+    merged visual tokens ``Tensor[B, T, H]`` flattened (so they see *where* things are): an
+    emotion classifier, a regressor of the 68 landmarks (which fix every AU region box), and
+    the geometric AU detector's probabilities on those landmarks (soft BCE targets: the AUs
+    the trace builder will ground). The heads are dropped afterwards. Returns seconds, loss
+    and the classifier's accuracy on ``eval_ds`` (held-out faces).
     """
     import torch
+    from tag_model.detectors import GeometricAUDetector
     from tqdm.auto import tqdm
 
     torch.manual_seed(preset.seed)
@@ -224,20 +243,30 @@ def _vision_warmup(
         list(eval_ds["image"]), list(eval_ds["label"]), np.asarray(list(eval_ds["landmarks"]))
     )
     n_tok = pix.shape[1] // visual.spatial_merge_size**2
+    detector = GeometricAUDetector()  # the trace builder's detector: AU targets it would give
+    aus = torch.from_numpy(
+        detector.predict_batch(lms.numpy().reshape(len(lms), 68, 2) * preset.image_size)
+    ).float()
     cls_head = torch.nn.Linear(hidden * n_tok, len(preset.labels))
     lm_head = torch.nn.Linear(hidden * n_tok, lms.shape[1])
+    au_head = torch.nn.Linear(hidden * n_tok, aus.shape[1])
     for p in visual.parameters():
         p.requires_grad_(True)
-    params = [*visual.parameters(), *cls_head.parameters(), *lm_head.parameters()]
+    params = [
+        *visual.parameters(),
+        *cls_head.parameters(),
+        *lm_head.parameters(),
+        *au_head.parameters(),
+    ]
     opt = torch.optim.AdamW(params, lr=preset.warmup_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=preset.warmup_lr, total_steps=max(2, preset.warmup_steps), pct_start=0.1
     )
 
-    def heads(p: Any, grid: Any) -> tuple[Any, Any]:
+    def heads(p: Any, grid: Any) -> tuple[Any, Any, Any]:
         feats = visual(p.reshape(-1, p.shape[-1]), grid_thw=grid).pooler_output
         flat = feats.reshape(len(p), n_tok * hidden)
-        return cls_head(flat), lm_head(flat)
+        return cls_head(flat), lm_head(flat), au_head(flat)
 
     model.train()
     g = torch.Generator().manual_seed(preset.seed)
@@ -246,10 +275,13 @@ def _vision_warmup(
     loss = torch.tensor(0.0)
     for _step in bar:
         idx = torch.randint(0, len(ys), (bs,), generator=g)
-        logits, lm_pred = heads(pix[idx], thw[idx])
-        loss = torch.nn.functional.cross_entropy(
-            logits, ys[idx]
-        ) + 10.0 * torch.nn.functional.mse_loss(lm_pred, lms[idx])
+        logits, lm_pred, au_logits = heads(pix[idx], thw[idx])
+        loss = (
+            torch.nn.functional.cross_entropy(logits, ys[idx])
+            + preset.warmup_landmark_weight * torch.nn.functional.mse_loss(lm_pred, lms[idx])
+            + preset.warmup_au_weight
+            * torch.nn.functional.binary_cross_entropy_with_logits(au_logits, aus[idx])
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -318,6 +350,7 @@ def _sft(base: Path, traces_dir: Path, out: Path, metrics: Path, preset: DemoPre
         family="qwen2_vl",
         dataset_path=str(traces_dir),
         metrics_file=str(metrics),
+        train_merger=preset.sft_train_merger,
     )
     targs = _cpu_args(
         SFTConfig,
@@ -339,11 +372,18 @@ def _sft(base: Path, traces_dir: Path, out: Path, metrics: Path, preset: DemoPre
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _mean_iou(pred_au: np.ndarray, pred_px: np.ndarray, activated: list[list[dict]]) -> float:
-    """Mean over detector entries of the best IoU with a predicted box of the same AU."""
+def _iou_stats(
+    pred_au: np.ndarray, pred_px: np.ndarray, activated: list[list[dict]]
+) -> dict[str, float]:
+    """Box agreement with the detector, over its entries (``pred_px``: ``[B, K, 4]`` pixels).
+
+    ``mean_iou``: mean over detector entries of the best IoU with a predicted box of the same
+    AU (0 when the AU is not predicted); ``au_recall``: share of entries whose AU is
+    predicted; ``iou_found``: the mean IoU over those entries only.
+    """
     from tag_kernels import batched_box_iou
 
-    vals = []
+    vals, found = [], []
     for i, ref in enumerate(activated):
         if not ref:
             continue
@@ -353,7 +393,39 @@ def _mean_iou(pred_au: np.ndarray, pred_px: np.ndarray, activated: list[list[dic
         for m, r in enumerate(ref):
             same = pred_au[i] == int(r["au"])
             vals.append(float(iou[same, m].max()) if same.any() else 0.0)
-    return float(np.mean(vals)) if vals else 0.0
+            found.append(bool(same.any()))
+    v, f = np.asarray(vals), np.asarray(found, dtype=bool)
+    return {
+        "mean_iou": float(v.mean()) if v.size else 0.0,
+        "au_recall": float(f.mean()) if f.size else 0.0,
+        "iou_found": float(v[f].mean()) if f.any() else 0.0,
+    }
+
+
+def mean_box_baseline(train: Any, test: Any) -> float:
+    """IoU of the per-AU mean training box with each test detector box (the AU given).
+
+    What a model that knows which AUs are active but not where the face is would score as
+    ``iou_found``: the bar for "reads box positions from the image".
+    """
+    from tag_kernels import batched_box_iou
+
+    boxes: dict[int, list] = {}
+    for act in train["activated"]:
+        for r in act:
+            boxes.setdefault(int(r["au"]), []).append(r["box"])
+    mean = {a: np.mean(b, axis=0) for a, b in boxes.items()}
+    pairs = [
+        (mean[int(r["au"])], r["box"])
+        for act in test["activated"]
+        for r in act
+        if int(r["au"]) in mean
+    ]
+    if not pairs:
+        return 0.0
+    a = np.asarray([p[0] for p in pairs], dtype=np.float32)[:, None]
+    b = np.asarray([p[1] for p in pairs], dtype=np.float32)[:, None]
+    return float(np.asarray(batched_box_iou(a, b))[:, 0, 0].mean())
 
 
 def greedy_eval(
@@ -364,7 +436,10 @@ def greedy_eval(
     max_new_tokens: int,
     progress: bool,
 ) -> dict[str, Any]:
-    """Greedy completions on ``ds`` -> format rate, accuracy, mean IoU, grounding reward."""
+    """Greedy completions on ``ds`` -> format rate, accuracy, box agreement, grounding reward.
+
+    Box agreement is :func:`_iou_stats`: ``mean_iou``, ``au_recall`` and ``iou_found``.
+    """
     from tag_model.backbones import generate_completions, get_adapter
     from tag_model.grounding import parse_batch
     from tqdm.auto import tqdm
@@ -383,6 +458,7 @@ def greedy_eval(
             family="qwen2_vl",
             max_new_tokens=max_new_tokens,
             do_sample=False,
+            style="compact",
         )
     pb = parse_batch(texts, labels=labels)
     ok = np.asarray(pb.format_ok, dtype=bool)
@@ -399,7 +475,7 @@ def greedy_eval(
     return {
         "format": float(ok.mean()),
         "accuracy": acc,
-        "mean_iou": _mean_iou(pred_au, np.nan_to_num(px), activated),
+        **_iou_stats(pred_au, np.nan_to_num(px), activated),
         "grounding": float(np.mean(g)),
         "completions": texts,
     }
@@ -488,6 +564,14 @@ def _fifths(metrics_path: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def _fmt_eval(ev: dict[str, Any]) -> str:
+    return (
+        f"format {ev['format']:.2f}  accuracy {ev['accuracy']:.2f}  mean IoU {ev['mean_iou']:.3f} "
+        f"(AU recall {ev['au_recall']:.2f}, IoU when the AU is found {ev['iou_found']:.3f})  "
+        f"grounding reward {ev['grounding']:.3f}"
+    )
+
+
 def _fmt(d: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.3f}" for k, v in d.items())
 
@@ -555,10 +639,9 @@ def run_demo(
         model, processor, eval_ds, preset.labels, preset.eval_max_new_tokens, progress
     )
     times["eval_sft"] = time.perf_counter() - t
-    print(
-        f"greedy eval after SFT: format {ev_sft['format']:.2f}  accuracy {ev_sft['accuracy']:.2f}  "
-        f"mean IoU {ev_sft['mean_iou']:.3f}  grounding reward {ev_sft['grounding']:.3f}"
-    )
+    print("greedy eval after SFT: " + _fmt_eval(ev_sft))
+    baseline = mean_box_baseline(traces, eval_ds)
+    print(f"  (per-AU mean training box, AU given: IoU {baseline:.3f})")
 
     t = time.perf_counter()
     rl_dir = run / "rl"
@@ -569,6 +652,7 @@ def run_demo(
         family="qwen2_vl",
         dataset_path=str(cache / "traces"),
         metrics_file=str(rl_metrics),
+        train_merger=preset.sft_train_merger,
     )
     targs = _cpu_args(
         GRPOConfig,
@@ -603,10 +687,7 @@ def run_demo(
         rl_model, processor, eval_ds, preset.labels, preset.eval_max_new_tokens, progress
     )
     times["eval_rl"] = time.perf_counter() - t
-    print(
-        f"greedy eval after RL:  format {ev_rl['format']:.2f}  accuracy {ev_rl['accuracy']:.2f}  "
-        f"mean IoU {ev_rl['mean_iou']:.3f}  grounding reward {ev_rl['grounding']:.3f}"
-    )
+    print("greedy eval after RL:  " + _fmt_eval(ev_rl))
 
     _plot(metrics, run / "reward_curves.png")
     _pictures(run, eval_ds, ev_rl, preset.labels, preset.n_pictures)
@@ -619,6 +700,7 @@ def run_demo(
         "vision_warmup": warm,
         "eval_after_sft": {k: v for k, v in ev_sft.items() if k != "completions"},
         "eval_after_rl": {k: v for k, v in ev_rl.items() if k != "completions"},
+        "mean_box_baseline_iou_found": baseline,
         "rl_rewards": fifths,
         "reward_share": getattr(trainer, "tag_reward_share", {}),
         "seconds": times,

@@ -1,0 +1,55 @@
+"""The demo's box-agreement statistics and goal check, on hand-made inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tag_train.demo import _iou_stats, demo_goals, mean_box_baseline
+
+
+def _act(*entries: tuple[int, list[float]]) -> list[dict]:
+    return [{"au": au, "prob": 0.9, "box": box} for au, box in entries]
+
+
+def test_iou_stats_counts_missing_aus_as_zero() -> None:
+    activated = [
+        _act((12, [0, 0, 10, 10]), (6, [0, 0, 10, 10])),
+        _act((4, [0, 0, 10, 10])),
+        [],  # no detector entries: not counted
+    ]
+    pred_au = np.array([[12, -1], [4, 4], [1, -1]])
+    pred_px = np.array(
+        [
+            [[0, 0, 10, 10], [0, 0, 0, 0]],  # AU12 exact, AU6 missing
+            [[0, 0, 10, 5], [0, 0, 10, 10]],  # AU4 twice: the best box counts
+            [[0, 0, 1, 1], [0, 0, 0, 0]],
+        ],
+        dtype=np.float32,
+    )
+    s = _iou_stats(pred_au, pred_px, activated)
+    assert s["au_recall"] == pytest.approx(2 / 3)
+    assert s["iou_found"] == pytest.approx(1.0)
+    assert s["mean_iou"] == pytest.approx(2 / 3)
+
+
+def test_mean_box_baseline() -> None:
+    train = {"activated": [_act((12, [0, 0, 10, 10])), _act((12, [10, 10, 20, 20]))]}
+    test = {"activated": [_act((12, [5, 5, 15, 15]), (99, [0, 0, 1, 1]))]}  # AU99 never seen
+    assert mean_box_baseline(train, test) == pytest.approx(1.0)
+    test2 = {"activated": [_act((12, [5, 5, 10, 15]))]}
+    assert mean_box_baseline(train, test2) == pytest.approx(0.5)
+
+
+def test_goals_read_the_summary() -> None:
+    ev = {"format": 1.0, "accuracy": 0.8, "mean_iou": 0.75}
+    summary = {
+        "eval_after_sft": ev,
+        "eval_after_rl": {**ev, "accuracy": 0.76},
+        "rl_rewards": {
+            "first_fifth": {"format": 0.8, "total": 1.2},
+            "last_fifth": {"format": 0.9, "total": 1.3},
+        },
+        "seconds": {"total": 901.0},
+    }
+    met = {k: g["met"] for k, g in demo_goals(summary).items()}
+    assert list(met.values()) == [False, True, True, True, False]
