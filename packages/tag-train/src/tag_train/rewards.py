@@ -93,15 +93,6 @@ def completion_texts(completions: Sequence[Any]) -> list[str]:
 def _sizes(n: int, image: Sequence[Any] | None, image_size: Sequence[Any] | None) -> np.ndarray:
     """``[B,2]`` (w, h) from an ``image`` column of PIL images, or an ``image_size`` column."""
     if image_size is not None:
-        if isinstance(image_size, list) and len(image_size) == n and n:
-            # the common column, a list of (w, h) pairs: flatten in C, skip NumPy's shape discovery
-            try:
-                if set(map(len, image_size)) == {2}:
-                    flat = np.array(reduce(iconcat, image_size, []), dtype=np.float32)
-                    if flat.ndim == 1:
-                        return flat.reshape(n, 2)
-            except (TypeError, ValueError):
-                pass  # let NumPy say what is wrong below
         return np.asarray(image_size, dtype=np.float32).reshape(n, 2)
     if image is None:
         raise ValueError("the grounding reward needs an `image` or an `image_size` column")
@@ -374,11 +365,11 @@ def get_grounding_reward(
                 backend=backend,
             )
             reward = np.asarray(res.reward, dtype=np.float64)
-            bad = ~ok if require_format else None
-            if not np.isfinite(reward).all():
-                bad = ~np.isfinite(reward) if bad is None else bad | ~np.isfinite(reward)
-            if bad is not None and bad.any():
-                reward = np.where(bad, 0.0, reward)
+            keep = np.isfinite(reward)
+            if require_format:
+                keep &= ok
+            if not keep.all():
+                reward = np.where(keep, reward, 0.0)
             precision, recall = np.asarray(res.precision), np.asarray(res.recall)
             n_valid = valid.sum(axis=1)
         if log_metric is not None:

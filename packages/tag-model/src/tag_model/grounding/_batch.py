@@ -745,18 +745,22 @@ def _lowest_bit(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _as_text(x: Any, completion_text: Any) -> str:
-    if isinstance(x, str):
-        return x
-    if isinstance(x, bytes | bytearray):
-        return bytes(x).decode("utf-8", "replace")
-    return completion_text(x)
+def _as_texts(items: Sequence[Any]) -> list[str]:
+    """Completions as strings: ``str`` as is, bytes decoded, conversational messages joined."""
+    from ._rewards import completion_text
+
+    def one(x: Any) -> str:
+        if isinstance(x, str):
+            return x
+        if isinstance(x, bytes | bytearray):
+            return bytes(x).decode("utf-8", "replace")
+        return completion_text(x)
+
+    return [x if type(x) is str else one(x) for x in items]
 
 
 def _pack_strings(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, str]:
-    from ._rewards import completion_text
-
-    texts = [x if type(x) is str else _as_text(x, completion_text) for x in items]
+    texts = _as_texts(items)
     parts = [t.encode("utf-8", "surrogatepass") for t in texts]  # each text encoded once
     lens = np.zeros(len(parts) + 1, dtype=np.int64)
     lens[1:] = [len(p) for p in parts]
@@ -779,9 +783,7 @@ def _pack_codepoints(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     All-ASCII text packs as ``uint8[N]`` (the same code points, one byte each), and batches of
     more than ``_MAX_UCS4`` code points as UTF-8 bytes (:func:`_pack_strings`).
     """
-    from ._rewards import completion_text
-
-    texts = [x if type(x) is str else _as_text(x, completion_text) for x in items]
+    texts = _as_texts(items)
     n = len(texts)
     offsets = np.zeros(n + 1, dtype=np.int64)
     if n:
