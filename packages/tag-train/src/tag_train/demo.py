@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 _CACHE_VERSION = "5"
 
+#: The student prompt the demo's traces carry and its evaluation asks with (one line: the tiny
+#: model learns the trace format from SFT, and the full instruction would double a sequence).
+_PROMPT_STYLE = "compact"
+
 
 @dataclass(frozen=True)
 class DemoPreset:
@@ -74,7 +78,7 @@ class DemoPreset:
     sft_steps: int = 900
     sft_batch: int = 8
     sft_lr: float = 2e-3
-    sft_train_merger: bool = False
+    train_merger: bool = False  # SFT and GRPO: the projector stays as the warm-up left it
     rl_steps: int = 100
     rl_prompts: int = 4
     rl_generations: int = 4
@@ -168,7 +172,7 @@ def _traces(ds: Any, out: Path, preset: DemoPreset, progress: bool) -> Any:
                 top_k=preset.top_k,
                 min_face_px=32,
                 use_dlib=False,
-                prompt_style="compact",
+                prompt_style=_PROMPT_STYLE,
             ),
             progress=progress,
         )
@@ -350,7 +354,7 @@ def _sft(base: Path, traces_dir: Path, out: Path, metrics: Path, preset: DemoPre
         family="qwen2_vl",
         dataset_path=str(traces_dir),
         metrics_file=str(metrics),
-        train_merger=preset.sft_train_merger,
+        train_merger=preset.train_merger,
     )
     targs = _cpu_args(
         SFTConfig,
@@ -458,7 +462,7 @@ def greedy_eval(
             family="qwen2_vl",
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            style="compact",
+            style=_PROMPT_STYLE,
         )
     pb = parse_batch(texts, labels=labels)
     ok = np.asarray(pb.format_ok, dtype=bool)
@@ -652,7 +656,7 @@ def run_demo(
         family="qwen2_vl",
         dataset_path=str(cache / "traces"),
         metrics_file=str(rl_metrics),
-        train_merger=preset.sft_train_merger,
+        train_merger=preset.train_merger,
     )
     targs = _cpu_args(
         GRPOConfig,
