@@ -42,6 +42,12 @@ def test_demo_smoke_preset_writes_the_run_folder(tmp_path):
             assert 0.0 <= ev[k] <= 1.0
         assert ev["mean_iou"] <= ev["iou_found"] + 1e-9
     assert 0.0 < summary["mean_box_baseline_iou_found"] <= 1.0
+    # linear read-outs of the frozen tower, scored like the greedy evaluation
+    probes = summary["tower_probes"]
+    for k in ("accuracy", "au_recall", "box_iou", "mean_iou", "class_mean_box_mean_iou"):
+        assert 0.0 <= probes[k] <= 1.0
+    assert probes["mean_iou"] <= probes["box_iou"] + 1e-9
+    assert "linear read-out of the frozen tower" in out
     # the vision warm-up ran (every face also mirrored) and was measured on held-out faces
     warm = summary["vision_warmup"]
     assert warm["faces"] == 2 * (summary["preset"]["n_train"] + summary["preset"]["warmup_extra"])

@@ -19,14 +19,18 @@ Pipeline, with a progress bar at every stage:
 5. **GRPO** with TRL's ``GRPOTrainer`` and the three TAG rewards, at temperature 1.0.
 
 Greedy evaluation (format rate, accuracy, mean box IoU against the detector) runs after SFT
-and after RL. The run folder (default ``runs/demo-<YYYYmmdd-HHMMSS>``) gets:
+and after RL. Beside it the demo prints two references on the same held-out faces: the per-AU
+mean training box (what placing boxes without looking scores) and linear read-outs of the
+frozen tower's visual tokens fitted on the trace faces (``tag_train._probes``: what the
+features SFT's language model reads make linearly available; cached with the base model). The run folder (default ``runs/demo-<YYYYmmdd-HHMMSS>``) gets:
 
 - ``metrics.jsonl``: every SFT and GRPO log line (``phase`` says which);
 - ``reward_curves.png``: format, answer, grounding and total reward over GRPO steps;
 - ``samples/sample_<i>.png``: predicted AU boxes (green) beside the detector's (red), with
   the completion text in ``sample_<i>.txt``;
-- ``summary.json``: the evaluations, the reward components at the start and end of RL, the
-  reward's share of a GRPO step, and the timings.
+- ``summary.json``: the evaluations and their references (``mean_box_baseline_iou_found``,
+  ``tower_probes``), the reward components at the start and end of RL, the reward's share of
+  a GRPO step, the timings and the goal checks.
 
 ``--preset smoke`` runs the same path at toy size (about 2 minutes) for CI.
 """
@@ -324,6 +328,31 @@ def _base_model(out: Path, traces: Any, eval_ds: Any, preset: DemoPreset, progre
     (tmp / "warmup.json").write_text(json.dumps(info))
     tmp.rename(out)
     return info
+
+
+def _tower_probes(cache: Path, traces: Any, eval_ds: Any, preset: DemoPreset) -> dict:
+    """Linear read-outs of the frozen warmed-up tower (``tag_train._probes``), cached."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from tag_train._probes import linear_probe_scores, tower_features
+
+    path = cache / "tower_probes.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    model = AutoModelForImageTextToText.from_pretrained(cache / "base").eval()
+    processor = AutoProcessor.from_pretrained(cache / "base")
+    out = linear_probe_scores(
+        tower_features(model, processor, list(traces["image"])),
+        np.asarray(list(traces["landmarks"]), np.float32),
+        list(traces["activated"]),
+        list(traces["label"]),
+        tower_features(model, processor, list(eval_ds["image"])),
+        list(eval_ds["activated"]),
+        list(eval_ds["label"]),
+        (preset.image_size, preset.image_size),
+    )
+    path.write_text(json.dumps(out))
+    return out
 
 
 def _cpu_args(cls: Any, **kw: Any) -> Any:
@@ -646,6 +675,16 @@ def run_demo(
     print("greedy eval after SFT: " + _fmt_eval(ev_sft))
     baseline = mean_box_baseline(traces, eval_ds)
     print(f"  (per-AU mean training box, AU given: IoU {baseline:.3f})")
+    t = time.perf_counter()
+    probes = _tower_probes(cache, traces, eval_ds, preset)
+    times["probes"] = time.perf_counter() - t
+    print(
+        "  (linear read-out of the frozen tower's tokens, fit on the trace faces: "
+        f"accuracy {probes['accuracy']:.2f}  mean IoU {probes['mean_iou']:.3f} "
+        f"(AU recall {probes['au_recall']:.2f}, box IoU {probes['box_iou']:.3f}); "
+        f"true class given, its usual AUs with mean boxes: mean IoU "
+        f"{probes['class_mean_box_mean_iou']:.3f})"
+    )
 
     t = time.perf_counter()
     rl_dir = run / "rl"
@@ -705,6 +744,7 @@ def run_demo(
         "eval_after_sft": {k: v for k, v in ev_sft.items() if k != "completions"},
         "eval_after_rl": {k: v for k, v in ev_rl.items() if k != "completions"},
         "mean_box_baseline_iou_found": baseline,
+        "tower_probes": probes,
         "rl_rewards": fifths,
         "reward_share": getattr(trainer, "tag_reward_share", {}),
         "seconds": times,
