@@ -7,7 +7,9 @@ Pipeline, with a progress bar at every stage:
 2. **Traces**: the real trace builder (quality filter -> geometric AU detector -> activated
    list -> offline template teacher -> rejection sampling) writes a TAG dataset on disk.
 3. **Tiny VLM**: ``make_tiny_vlm("qwen2_vl")`` (~2.2 M parameters). Its vision tower (+ merger)
-   is first trained alone as an emotion classifier, landmark regressor and AU detector on the
+   is first trained alone as an emotion classifier, landmark regressor and AU detector, and
+   to tell in each visual token which grid cell it is (without that the language model, whose
+   attention averages position-free values, places boxes no better than the mean box), on the
    trace images plus ``warmup_extra`` fresh SynthFACS faces (rendered in memory, and every
    face also mirrored), then the heads are
    dropped: this stands in for the pretrained encoder a real backbone has (a random tower
@@ -56,7 +58,7 @@ __all__ = ["PRESETS", "DemoPreset", "main", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
-_CACHE_VERSION = "5"
+_CACHE_VERSION = "6"
 
 #: The student prompt the demo's traces carry and its evaluation asks with (one line: the tiny
 #: model learns the trace format from SFT, and the full instruction would double a sequence).
@@ -79,6 +81,8 @@ class DemoPreset:
     warmup_lr: float = 2e-3
     warmup_landmark_weight: float = 10.0
     warmup_au_weight: float = 1.0
+    warmup_position_weight: float = 1.0
+    warmup_token_landmark_weight: float = 0.0
     sft_steps: int = 900
     sft_batch: int = 8
     sft_lr: float = 2e-3
@@ -225,8 +229,11 @@ def _vision_warmup(
     merged visual tokens ``Tensor[B, T, H]`` flattened (so they see *where* things are): an
     emotion classifier, a regressor of the 68 landmarks (which fix every AU region box), and
     the geometric AU detector's probabilities on those landmarks (soft BCE targets: the AUs
-    the trace builder will ground). The heads are dropped afterwards. Returns seconds, loss
-    and the classifier's accuracy on ``eval_ds`` (held-out faces).
+    the trace builder will ground). Two per-token heads put what the language model needs
+    into every token's own content: which grid cell the token is (cross-entropy; the language
+    model's attention averages values, which carry no position of their own) and, optionally,
+    all 68 landmarks from each token alone. The heads are dropped afterwards. Returns seconds,
+    loss and the classifier's accuracy on ``eval_ds`` (held-out faces).
     """
     import torch
     from tag_model.detectors import GeometricAUDetector
@@ -258,6 +265,8 @@ def _vision_warmup(
     cls_head = torch.nn.Linear(hidden * n_tok, len(preset.labels))
     lm_head = torch.nn.Linear(hidden * n_tok, lms.shape[1])
     au_head = torch.nn.Linear(hidden * n_tok, aus.shape[1])
+    pos_head = torch.nn.Linear(hidden, n_tok)  # per token: which cell am I?
+    tok_lm_head = torch.nn.Linear(hidden, lms.shape[1])  # per token: where is the face?
     for p in visual.parameters():
         p.requires_grad_(True)
     params = [
@@ -265,30 +274,37 @@ def _vision_warmup(
         *cls_head.parameters(),
         *lm_head.parameters(),
         *au_head.parameters(),
+        *pos_head.parameters(),
+        *tok_lm_head.parameters(),
     ]
     opt = torch.optim.AdamW(params, lr=preset.warmup_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=preset.warmup_lr, total_steps=max(2, preset.warmup_steps), pct_start=0.1
     )
 
-    def heads(p: Any, grid: Any) -> tuple[Any, Any, Any]:
+    def heads(p: Any, grid: Any) -> tuple[Any, ...]:
         feats = visual(p.reshape(-1, p.shape[-1]), grid_thw=grid).pooler_output
         flat = feats.reshape(len(p), n_tok * hidden)
-        return cls_head(flat), lm_head(flat), au_head(flat)
+        tok = feats.reshape(len(p), n_tok, hidden)
+        return cls_head(flat), lm_head(flat), au_head(flat), pos_head(tok), tok_lm_head(tok)
 
     model.train()
     g = torch.Generator().manual_seed(preset.seed)
     bs = min(preset.warmup_batch, len(ys))
     bar = tqdm(range(preset.warmup_steps), desc="vision warm-up", disable=not progress)
     loss = torch.tensor(0.0)
+    cells = torch.arange(n_tok).repeat(bs)
     for _step in bar:
         idx = torch.randint(0, len(ys), (bs,), generator=g)
-        logits, lm_pred, au_logits = heads(pix[idx], thw[idx])
+        logits, lm_pred, au_logits, cell_logits, tok_lm = heads(pix[idx], thw[idx])
+        F = torch.nn.functional
         loss = (
-            torch.nn.functional.cross_entropy(logits, ys[idx])
-            + preset.warmup_landmark_weight * torch.nn.functional.mse_loss(lm_pred, lms[idx])
-            + preset.warmup_au_weight
-            * torch.nn.functional.binary_cross_entropy_with_logits(au_logits, aus[idx])
+            F.cross_entropy(logits, ys[idx])
+            + preset.warmup_landmark_weight * F.mse_loss(lm_pred, lms[idx])
+            + preset.warmup_au_weight * F.binary_cross_entropy_with_logits(au_logits, aus[idx])
+            + preset.warmup_position_weight * F.cross_entropy(cell_logits.flatten(0, 1), cells)
+            + preset.warmup_token_landmark_weight
+            * F.mse_loss(tok_lm, lms[idx][:, None].expand_as(tok_lm))
         )
         opt.zero_grad()
         loss.backward()
