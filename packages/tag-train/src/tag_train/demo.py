@@ -8,8 +8,9 @@ Pipeline, with a progress bar at every stage:
    list -> offline template teacher -> rejection sampling) writes a TAG dataset on disk.
 3. **Tiny VLM**: ``make_tiny_vlm("qwen2_vl")`` (~2.2 M parameters). Its vision tower (+ merger)
    is first trained alone as an emotion classifier, landmark regressor and AU detector, and
-   to tell in each visual token which grid cell it is (without that the language model, whose
-   attention averages position-free values, places boxes no better than the mean box), on the
+   to tell in each visual token which grid cell it is (the language model's attention averages
+   values that carry no position; this head took greedy accuracy after SFT from 0.65 to 0.76
+   and mean IoU from 0.35 to 0.46), on the
    trace images plus ``warmup_extra`` fresh SynthFACS faces (rendered in memory, and every
    face also mirrored), then the heads are
    dropped: this stands in for the pretrained encoder a real backbone has (a random tower
