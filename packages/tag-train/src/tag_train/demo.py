@@ -91,8 +91,9 @@ class DemoPreset:
     rl_steps: int = 100
     rl_prompts: int = 4
     rl_generations: int = 4
-    rl_lr: float = 3e-5
+    rl_lr: float = 1e-5
     rl_beta: float = 0.0
+    rl_iterations: int = 1  # GRPO's num_iterations: policy updates per batch of generations
     rl_max_completion: int = 200
     eval_max_new_tokens: int = 200
     n_pictures: int = 4
@@ -107,6 +108,7 @@ class DemoPreset:
             "rl_generations",
             "rl_lr",
             "rl_beta",
+            "rl_iterations",
             "rl_max_completion",
             "n_pictures",
         ):
@@ -724,6 +726,7 @@ def run_demo(
         learning_rate=preset.rl_lr,
         lr_scheduler_type="constant",
         beta=preset.rl_beta,
+        num_iterations=preset.rl_iterations,
         max_completion_length=preset.rl_max_completion,
         save_strategy="steps",
         save_steps=max(5, preset.rl_steps // 4),
