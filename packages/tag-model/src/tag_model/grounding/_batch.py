@@ -131,6 +131,16 @@ def _match(buf, i, end, pat):
     return True
 
 
+@njit(cache=_CACHE, inline="always")
+def _answer_tag(buf, i, end):
+    """At ``buf[i] == '<'``: 1 for ``<answer>``, 2 for ``</answer>``, else 0."""
+    if _match(buf, i, end, _P_OPEN):
+        return 1
+    if _match(buf, i, end, _P_CLOSE):
+        return 2
+    return 0
+
+
 @njit(cache=_CACHE)
 def _find(buf, a, b, pat):
     n = pat.shape[0]
@@ -379,10 +389,11 @@ def _scan_row(buf, rs, re_, keys, key_len, key_id, out_au, out_box, aus, vals):
                 if c == 10:
                     break
                 if c == 60:
-                    if _match(buf, t, re_, _P_OPEN):
+                    tag = _answer_tag(buf, t, re_)
+                    if tag == 1:
                         body_end = t
                         break
-                    if _match(buf, t, re_, _P_CLOSE):
+                    if tag == 2:
                         n_close += 1
                     elif bb < 0:
                         if _match(buf, t, re_, _P_BBOX):
@@ -448,10 +459,11 @@ def _scan_row(buf, rs, re_, keys, key_len, key_id, out_au, out_box, aus, vals):
                 if c == 10:
                     break
                 if c == 60:
-                    if _match(buf, t, re_, _P_OPEN):
+                    tag = _answer_tag(buf, t, re_)
+                    if tag == 1:
                         body_end = t
                         break
-                    if _match(buf, t, re_, _P_CLOSE):
+                    if tag == 2:
                         n_close += 1
                 t += 1
             le = t
@@ -488,7 +500,8 @@ def _scan_row(buf, rs, re_, keys, key_len, key_id, out_au, out_box, aus, vals):
     i = body_end if body_end >= 0 else re_
     while i < re_:
         if buf[i] == 60:
-            if _match(buf, i, re_, _P_OPEN):
+            tag = _answer_tag(buf, i, re_)
+            if tag == 1:
                 n_open += 1
                 if o1 < 0:
                     o1 = i
@@ -496,7 +509,7 @@ def _scan_row(buf, rs, re_, keys, key_len, key_id, out_au, out_box, aus, vals):
                     o2 = i
                 i += 8
                 continue
-            if _match(buf, i, re_, _P_CLOSE):
+            if tag == 2:
                 n_close += 1
                 if c1 < 0:
                     c1 = i
