@@ -67,7 +67,16 @@ def ridge(x: np.ndarray, y: np.ndarray, val_fraction: float = 0.2) -> Any:
     return fit(x, y, lam)
 
 
-def _pair_iou(a: list, b: list) -> np.ndarray:
+def mean_boxes(activated: Sequence[Sequence[dict]]) -> dict[int, np.ndarray]:
+    """Per AU, the mean of its detector boxes over ``activated`` (one entry list per face)."""
+    boxes: dict[int, list] = {}
+    for act in activated:
+        for r in act:
+            boxes.setdefault(int(r["au"]), []).append(r["box"])
+    return {a: np.mean(b, axis=0) for a, b in boxes.items()}
+
+
+def pair_iou(a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
     """IoU of ``a[i]`` with ``b[i]`` (xyxy pixels), one batched kernel call."""
     from tag_kernels import batched_box_iou
 
@@ -132,12 +141,9 @@ def linear_probe_scores(
 
     # label-only references: the class's most frequent AUs, with their mean training boxes
     by_class: dict[str, Counter] = {c: Counter() for c in classes}
-    au_boxes: dict[int, list] = {}
     for act, lab in zip(train_activated, train_labels, strict=True):
-        for r in act:
-            by_class[lab][int(r["au"])] += 1
-            au_boxes.setdefault(int(r["au"]), []).append(r["box"])
-    mean_box = {a: np.mean(b, axis=0) for a, b in au_boxes.items()}
+        by_class[lab].update(int(r["au"]) for r in act)
+    mean_box = mean_boxes(train_activated)
 
     found, cls_found, probe_box, cls_box, ref_box = [], [], [], [], []
     for i, act in enumerate(eval_activated):
@@ -156,8 +162,8 @@ def linear_probe_scores(
     f, cf = np.asarray(found, bool), np.asarray(cls_found, bool)
     if not f.size:
         raise ValueError("linear_probe_scores: the eval faces have no detector entries")
-    v = _pair_iou(probe_box, ref_box)
-    cv = np.where(cf, _pair_iou(cls_box, ref_box), 0.0)
+    v = pair_iou(probe_box, ref_box)
+    cv = np.where(cf, pair_iou(cls_box, ref_box), 0.0)
     return {
         "accuracy": acc,
         "au_recall": float(f.mean()),

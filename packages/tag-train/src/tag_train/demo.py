@@ -25,7 +25,8 @@ Greedy evaluation (format rate, accuracy, mean box IoU against the detector) run
 and after RL. Beside it the demo prints two references on the same held-out faces: the per-AU
 mean training box (what placing boxes without looking scores) and linear read-outs of the
 frozen tower's visual tokens fitted on the trace faces (``tag_train._probes``: what the
-features SFT's language model reads make linearly available; cached with the base model). The run folder (default ``runs/demo-<YYYYmmdd-HHMMSS>``) gets:
+features SFT's language model reads make linearly available; cached with the base model).
+The run folder (default ``runs/demo-<YYYYmmdd-HHMMSS>``) gets:
 
 - ``metrics.jsonl``: every SFT and GRPO log line (``phase`` says which);
 - ``reward_curves.png``: format, answer, grounding and total reward over GRPO steps;
@@ -269,7 +270,10 @@ def _vision_warmup(
     lm_head = torch.nn.Linear(hidden * n_tok, lms.shape[1])
     au_head = torch.nn.Linear(hidden * n_tok, aus.shape[1])
     pos_head = torch.nn.Linear(hidden, n_tok)  # per token: which cell am I?
-    tok_lm_head = torch.nn.Linear(hidden, lms.shape[1])  # per token: where is the face?
+    # per token: where is the face? (only built, and run, when it is weighted)
+    tok_lm_head = (
+        torch.nn.Linear(hidden, lms.shape[1]) if preset.warmup_token_landmark_weight else None
+    )
     for p in visual.parameters():
         p.requires_grad_(True)
     params = [
@@ -278,7 +282,7 @@ def _vision_warmup(
         *lm_head.parameters(),
         *au_head.parameters(),
         *pos_head.parameters(),
-        *tok_lm_head.parameters(),
+        *(tok_lm_head.parameters() if tok_lm_head is not None else ()),
     ]
     opt = torch.optim.AdamW(params, lr=preset.warmup_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -289,7 +293,8 @@ def _vision_warmup(
         feats = visual(p.reshape(-1, p.shape[-1]), grid_thw=grid).pooler_output
         flat = feats.reshape(len(p), n_tok * hidden)
         tok = feats.reshape(len(p), n_tok, hidden)
-        return cls_head(flat), lm_head(flat), au_head(flat), pos_head(tok), tok_lm_head(tok)
+        tok_lm = tok_lm_head(tok) if tok_lm_head is not None else None
+        return cls_head(flat), lm_head(flat), au_head(flat), pos_head(tok), tok_lm
 
     model.train()
     g = torch.Generator().manual_seed(preset.seed)
@@ -297,18 +302,19 @@ def _vision_warmup(
     bar = tqdm(range(preset.warmup_steps), desc="vision warm-up", disable=not progress)
     loss = torch.tensor(0.0)
     cells = torch.arange(n_tok).repeat(bs)
+    F = torch.nn.functional
     for _step in bar:
         idx = torch.randint(0, len(ys), (bs,), generator=g)
         logits, lm_pred, au_logits, cell_logits, tok_lm = heads(pix[idx], thw[idx])
-        F = torch.nn.functional
         loss = (
             F.cross_entropy(logits, ys[idx])
             + preset.warmup_landmark_weight * F.mse_loss(lm_pred, lms[idx])
             + preset.warmup_au_weight * F.binary_cross_entropy_with_logits(au_logits, aus[idx])
             + preset.warmup_position_weight * F.cross_entropy(cell_logits.flatten(0, 1), cells)
-            + preset.warmup_token_landmark_weight
-            * F.mse_loss(tok_lm, lms[idx][:, None].expand_as(tok_lm))
         )
+        if tok_lm is not None:
+            target = lms[idx][:, None].expand_as(tok_lm)
+            loss = loss + preset.warmup_token_landmark_weight * F.mse_loss(tok_lm, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -460,13 +466,9 @@ def mean_box_baseline(train: Any, test: Any) -> float:
     What a model that knows which AUs are active but not where the face is would score as
     ``iou_found``: the bar for "reads box positions from the image".
     """
-    from tag_kernels import batched_box_iou
+    from tag_train._probes import mean_boxes, pair_iou
 
-    boxes: dict[int, list] = {}
-    for act in train["activated"]:
-        for r in act:
-            boxes.setdefault(int(r["au"]), []).append(r["box"])
-    mean = {a: np.mean(b, axis=0) for a, b in boxes.items()}
+    mean = mean_boxes(train["activated"])
     pairs = [
         (mean[int(r["au"])], r["box"])
         for act in test["activated"]
@@ -475,9 +477,7 @@ def mean_box_baseline(train: Any, test: Any) -> float:
     ]
     if not pairs:
         return 0.0
-    a = np.asarray([p[0] for p in pairs], dtype=np.float32)[:, None]
-    b = np.asarray([p[1] for p in pairs], dtype=np.float32)[:, None]
-    return float(np.asarray(batched_box_iou(a, b))[:, 0, 0].mean())
+    return float(pair_iou([p[0] for p in pairs], [p[1] for p in pairs]).mean())
 
 
 def greedy_eval(
