@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tag_kernels import IBUG68_REGIONS
-from tag_model.activation import ActivatedAU, build_activated_list, build_activated_lists
+from tag_model.activation import (
+    ActivatedAU,
+    build_activated_list,
+    build_activated_lists,
+    pack_activated,
+)
 from tag_model.detectors import GeometricAUDetector
 from tag_model.synth import SynthFACS
 
@@ -94,3 +99,83 @@ def test_matches_brute_force(probs: dict[int, float], top_k: int, thr: float) ->
         ((au, p) for au, p in f32.items() if p >= np.float32(thr)), key=lambda t: (-t[1], t[0])
     )[:top_k]
     assert [(a.au, a.prob) for a in acts] == want
+
+
+# ----------------------------------------------------------------------------- pack_activated
+def _entries(*entries):
+    return [{"au": au, "prob": p, "box": list(b)} for au, p, b in entries]
+
+
+def _pack_reference(activated):
+    """pack_activated written the plain way: one entry at a time."""
+    m = max([1, *(len(r) for r in activated)])
+    boxes = np.zeros((len(activated), m, 4), dtype=np.float32)
+    aus = np.full((len(activated), m), -1, dtype=np.int32)
+    probs = np.zeros((len(activated), m), dtype=np.float32)
+    for i, row in enumerate(activated):
+        for j, e in enumerate(row):
+            au, p, b = (e["au"], e["prob"], e["box"]) if isinstance(e, dict) else tuple(e)
+            aus[i, j], probs[i, j] = au, p
+            boxes[i, j] = np.asarray(b, dtype=np.float64).astype(np.float32)
+    return boxes, aus, probs
+
+
+def test_pack_activated_entry_forms_and_padding():
+    from tag_model.activation import ActivatedAU
+
+    rng = np.random.default_rng(1)
+
+    def box():
+        x, y = rng.uniform(0, 100, 2)
+        return [float(x), float(y), float(x + rng.uniform(1, 50)), float(y + rng.uniform(1, 50))]
+
+    full = [
+        _entries(*((int(a), float(rng.uniform()), box()) for a in (1, 4, 12))) for _ in range(5)
+    ]
+    cases = {
+        "dicts, every row full": full,
+        "dicts, ragged": [full[0], [], full[1][:1], full[2][:2]],
+        "ActivatedAU": [[ActivatedAU(6, 0.5, tuple(box())), ActivatedAU(12, 0.25, tuple(box()))]],
+        "tuples, mixed box types": [
+            [(4, 0.75, box()), (9, 0.5, tuple(box())), (15, 1.0, np.array(box(), np.float32))],
+            [(26, 0.125, np.array(box()))],
+        ],
+        "numpy scalars": [[{"au": np.int64(7), "prob": np.float32(0.5), "box": box()}]],
+        "no entries": [[], []],
+        "no rows": [],
+    }
+    for name, act in cases.items():
+        got, want = pack_activated(act), _pack_reference(act)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape, name
+            assert g.flags.c_contiguous, name
+            np.testing.assert_array_equal(g, w, err_msg=name)
+    boxes, aus, probs = pack_activated(cases["dicts, ragged"])
+    assert boxes.shape == (4, 3, 4) and aus[1].tolist() == [-1, -1, -1]
+    assert (boxes[2, 1:] == 0).all() and (probs[3, 2:] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("activated", "where"),
+    [
+        ([[{"au": 1, "prob": 0.5, "box": [1, 2, 3]}]], r"activated\[0\]\[0\] box"),
+        # a 5-box and a 3-box hold 8 numbers, like two boxes: still an error, at the 5-box
+        (
+            [
+                _entries((1, 0.5, (0, 0, 1, 1))),
+                [
+                    {"au": 2, "prob": 0.5, "box": [1, 2, 3, 4, 5]},
+                    {"au": 3, "prob": 1, "box": [1, 2, 3]},
+                ],
+            ],
+            r"activated\[1\]\[0\] box",
+        ),
+        ([[{"au": 1, "prob": 0.5, "box": 7}]], r"activated\[0\]\[0\] box"),
+        ([[{"au": 1, "prob": 0.5, "box": ["a", "b", "c", "d"]}]], "4 numbers"),
+        ([[{"au": 1, "prob": 0.5}]], "entries must be"),
+        ([[(1, 0.5)]], "entries must be"),
+    ],
+)
+def test_pack_activated_rejects_bad_entries(activated, where):
+    with pytest.raises(ValueError, match=where):
+        pack_activated(activated)

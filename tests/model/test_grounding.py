@@ -1,4 +1,4 @@
-"""tag_model.grounding: render/parse round trips, hand-written coping cases, TRL rewards."""
+"""tag_model.grounding: render/parse round trips, hand-written coping cases, completion text."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from tag_model.au import AU_CATALOGUE, CANONICAL_LABELS, RAFDB
 from tag_model.grounding import (
     ParseReason,
     TraceStep,
-    answer_reward,
     completion_text,
-    format_reward,
+    completion_texts,
     parse_batch,
     parse_trace,
     render_trace,
@@ -364,7 +363,7 @@ def test_bytes_input_and_type_errors() -> None:
         parse_trace(123)  # type: ignore[arg-type]
 
 
-# ----------------------------------------------------------------------------- rewards
+# ----------------------------------------------------------------------------- completion text
 def test_completion_text_forms() -> None:
     assert completion_text("x") == "x"
     assert completion_text([{"role": "assistant", "content": "x"}]) == "x"
@@ -375,35 +374,7 @@ def test_completion_text_forms() -> None:
         == "a"
     )
     assert completion_text(None) == ""
-
-
-def test_format_reward() -> None:
-    conv = [{"role": "assistant", "content": [{"type": "text", "text": GOOD}]}]
-    bad = GOOD.replace("[156,", "[nan,")
-    assert format_reward([GOOD, bad, "", conv], prompts=["p"] * 4, label=["x"] * 4) == [
-        1.0,
-        0.0,
-        0.0,
-        1.0,
-    ]
-    assert format_reward([]) == []
-    contempt = GOOD.replace("<answer> happiness", "<answer> contempt")
-    assert format_reward([contempt]) == [1.0]
-    assert format_reward([contempt], labels="rafdb") == [0.0]
-
-
-def test_answer_reward() -> None:
-    texts = [GOOD, GOOD.replace("happiness </", "sad </"), "<answer>happy</answer>", "nothing"]
-    assert answer_reward(texts, label=["happiness", "sadness", "happy", "happiness"]) == [
-        1.0,
-        1.0,
-        1.0,
-        0.0,
-    ]
-    assert answer_reward(texts[:2], label=[None, "bored"]) == [None, None]
-    conv = [[{"role": "assistant", "content": texts[1]}]]
-    assert answer_reward(conv, label=["sadness"]) == [1.0]
-    dup = GOOD + "<answer>happiness</answer>"
-    assert answer_reward([dup], label=["happiness"]) == [0.0]
-    with pytest.raises(ValueError, match="labels"):
-        answer_reward(texts, label=["happiness"])
+    two = [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"},
+           {"role": "assistant", "content": [{"type": "text", "text": "b"}]}]  # fmt: skip
+    assert completion_text(two) == "a\nb"
+    assert completion_texts(["s", two, b"x"]) == ["s", "a\nb", "x"]

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from tag_model.activation import pack_activated
 from tag_model.backbones import get_adapter
 from tag_model.grounding import TraceStep, render_trace
 from tag_train.rewards import (
@@ -14,7 +15,6 @@ from tag_train.rewards import (
     get_format_reward,
     get_grounding_reward,
     get_tag_rewards,
-    pack_activated,
 )
 
 LABELS = ("happiness", "sadness", "surprise", "anger")
@@ -179,79 +179,6 @@ def test_batched_matches_per_sample_scoring():
     assert len({round(v, 3) for v in batched}) > 5
 
 
-def _pack_reference(activated):
-    """pack_activated written the plain way: one entry at a time."""
-    m = max([1, *(len(r) for r in activated)])
-    boxes = np.zeros((len(activated), m, 4), dtype=np.float32)
-    aus = np.full((len(activated), m), -1, dtype=np.int32)
-    probs = np.zeros((len(activated), m), dtype=np.float32)
-    for i, row in enumerate(activated):
-        for j, e in enumerate(row):
-            au, p, b = (e["au"], e["prob"], e["box"]) if isinstance(e, dict) else tuple(e)
-            aus[i, j], probs[i, j] = au, p
-            boxes[i, j] = np.asarray(b, dtype=np.float64).astype(np.float32)
-    return boxes, aus, probs
-
-
-def test_pack_activated_entry_forms_and_padding():
-    from tag_model.activation import ActivatedAU
-
-    rng = np.random.default_rng(1)
-
-    def box():
-        x, y = rng.uniform(0, 100, 2)
-        return [float(x), float(y), float(x + rng.uniform(1, 50)), float(y + rng.uniform(1, 50))]
-
-    full = [_act(*((int(a), float(rng.uniform()), box()) for a in (1, 4, 12))) for _ in range(5)]
-    cases = {
-        "dicts, every row full": full,
-        "dicts, ragged": [full[0], [], full[1][:1], full[2][:2]],
-        "ActivatedAU": [[ActivatedAU(6, 0.5, tuple(box())), ActivatedAU(12, 0.25, tuple(box()))]],
-        "tuples, mixed box types": [
-            [(4, 0.75, box()), (9, 0.5, tuple(box())), (15, 1.0, np.array(box(), np.float32))],
-            [(26, 0.125, np.array(box()))],
-        ],
-        "numpy scalars": [[{"au": np.int64(7), "prob": np.float32(0.5), "box": box()}]],
-        "no entries": [[], []],
-        "no rows": [],
-    }
-    for name, act in cases.items():
-        got, want = pack_activated(act), _pack_reference(act)
-        for g, w in zip(got, want, strict=True):
-            assert g.dtype == w.dtype and g.shape == w.shape, name
-            assert g.flags.c_contiguous, name
-            np.testing.assert_array_equal(g, w, err_msg=name)
-    boxes, aus, probs = pack_activated(cases["dicts, ragged"])
-    assert boxes.shape == (4, 3, 4) and aus[1].tolist() == [-1, -1, -1]
-    assert (boxes[2, 1:] == 0).all() and (probs[3, 2:] == 0).all()
-
-
-@pytest.mark.parametrize(
-    ("activated", "where"),
-    [
-        ([[{"au": 1, "prob": 0.5, "box": [1, 2, 3]}]], r"activated\[0\]\[0\] box"),
-        # a 5-box and a 3-box hold 8 numbers, like two boxes: still an error, at the 5-box
-        (
-            [
-                _act((1, 0.5, (0, 0, 1, 1))),
-                [
-                    {"au": 2, "prob": 0.5, "box": [1, 2, 3, 4, 5]},
-                    {"au": 3, "prob": 1, "box": [1, 2, 3]},
-                ],
-            ],
-            r"activated\[1\]\[0\] box",
-        ),
-        ([[{"au": 1, "prob": 0.5, "box": 7}]], r"activated\[0\]\[0\] box"),
-        ([[{"au": 1, "prob": 0.5, "box": ["a", "b", "c", "d"]}]], "4 numbers"),
-        ([[{"au": 1, "prob": 0.5}]], "entries must be"),
-        ([[(1, 0.5)]], "entries must be"),
-    ],
-)
-def test_pack_activated_rejects_bad_entries(activated, where):
-    with pytest.raises(ValueError, match=where):
-        pack_activated(activated)
-
-
 def test_grounding_reward_is_finite_on_non_finite_references():
     """NaN/inf in the detector's boxes or probabilities never give a NaN reward."""
     text = _trace([TraceStep("lip corners", "up", (12,), (100, 600, 800, 900))])
@@ -266,3 +193,54 @@ def test_grounding_reward_is_finite_on_non_finite_references():
     out = f([text] * 4, activated=act, image_size=[(W, H)] * 4)
     assert all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in out), out
     assert out[3] > 0.5
+
+
+# ----------------------------------------------------------------------------- format and answer
+GOOD = _trace([TraceStep("cheeks", "raised", (6,), (156, 208, 285, 314))])
+
+
+def test_format_reward_strings_messages_and_label_space():
+    f = get_format_reward()
+    conv = [{"role": "assistant", "content": [{"type": "text", "text": GOOD}]}]
+    bad = GOOD.replace("[156,", "[nan,")
+    assert f([GOOD, bad, "", conv], prompts=["p"] * 4, label=["x"] * 4) == [1.0, 0.0, 0.0, 1.0]
+    assert f([]) == []
+    contempt = GOOD.replace("<answer> happiness", "<answer> contempt")
+    assert contempt != GOOD
+    assert f([contempt]) == [1.0]
+    assert get_format_reward("rafdb")([contempt]) == [0.0]
+
+
+def test_answer_reward_none_for_rows_without_an_emotion_label():
+    f = get_answer_reward()
+    sad = GOOD.replace("happiness </", "sad </")
+    assert sad != GOOD
+    texts = [GOOD, sad, "<answer>happy</answer>", "nothing"]
+    assert f(texts, label=["happiness", "sadness", "happy", "happiness"]) == [1.0, 1.0, 0.0, 0.0]
+    assert get_answer_reward(require_format=False)(texts[2:3], label=["happy"]) == [1.0]
+    assert f(texts[:2], label=[None, "bored"]) == [None, None]
+    assert f([[{"role": "assistant", "content": sad}]], label=["sadness"]) == [1.0]
+    assert f([GOOD + "<answer>happiness</answer>"], label=["happiness"]) == [0.0]
+    with pytest.raises(ValueError, match="labels"):
+        f(texts, label=["happiness"])
+    logged = {}
+    f(texts, label=["happiness", None, "happy", "fear"], log_metric=logged.__setitem__)
+    assert logged["answer/accuracy"] == pytest.approx(1 / 3)
+
+
+def test_multi_message_completions_read_as_their_assistant_turns():
+    """A trace split over two assistant messages (with a tool turn between) parses as one:
+    the messages are joined by a newline, so no line glues onto another."""
+    head, tail = GOOD.split("Final conclusion:")
+    conv = [
+        {"role": "assistant", "content": head.rstrip("\n")},
+        {"role": "tool", "content": "zoomed crop"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Final conclusion:" + tail}]},
+    ]
+    assert get_format_reward()([conv]) == [1.0]
+    assert get_answer_reward()([conv], label=["happiness"]) == [1.0]
+    act = [[{"au": 6, "prob": 0.9, "box": [31.2, 33.28, 57.0, 50.24]}]]
+    g = get_grounding_reward("qwen2_vl")
+    assert g([conv], activated=act, image_size=[(W, H)]) == g(
+        [GOOD], activated=act, image_size=[(W, H)]
+    )

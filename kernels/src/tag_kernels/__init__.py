@@ -2,7 +2,8 @@
 
 Public names (stable; other RL code imports them):
 
-- :func:`batched_box_iou` — ``[B,K,4] x [B,M,4] -> [B,K,M]`` IoU, ``xyxy``.
+- :func:`batched_box_iou` — ``[B,K,4] x [B,M,4] -> [B,K,M]`` IoU, ``xyxy``;
+  :func:`elementwise_box_iou` — ``[...,4] x [...,4] -> [...]``, box by box, same rule.
 - :func:`landmarks_to_regions`, :class:`Region`, :class:`RegionTable`, :data:`IBUG68_REGIONS` —
   AU region boxes from facial landmarks.
 - :mod:`tag_kernels.au_reward` — :func:`~tag_kernels.au_reward.au_grounding_reward` and
@@ -13,7 +14,7 @@ Numba, JAX arrays run JAX; ``backend="torch"`` runs the plain-torch reference (t
 """
 
 from .au_reward import AUGroundingResult, activated_list, au_grounding_reward
-from .box_iou import batched_box_iou
+from .box_iou import batched_box_iou, elementwise_box_iou
 from .regions import IBUG68_REGIONS, Region, RegionTable, landmarks_to_regions
 
 __version__ = "0.1.0"
@@ -27,5 +28,6 @@ __all__ = [
     "activated_list",
     "au_grounding_reward",
     "batched_box_iou",
+    "elementwise_box_iou",
     "landmarks_to_regions",
 ]

@@ -16,7 +16,7 @@ import torch
 from .. import _dispatch as d
 from ._reference import box_iou_reference
 
-__all__ = ["batched_box_iou"]
+__all__ = ["batched_box_iou", "elementwise_box_iou"]
 
 _OP = "batched_box_iou"
 
@@ -74,3 +74,36 @@ def batched_box_iou(a: Any, b: Any, *, backend: str | None = None) -> Any:
     dev = a.device if fam == "torch" else "cpu"
     out = box_iou_reference(d.to_torch(a, torch.float32, dev), d.to_torch(b, torch.float32, dev))
     return d.from_torch(out, fam, a)
+
+
+def elementwise_box_iou(a: Any, b: Any, *, backend: str | None = None) -> Any:
+    """IoU of ``a[..., i]`` with ``b[..., i]``, box by box (not pairwise).
+
+    The same op, rule and backends as :func:`batched_box_iou`, read as a batch of ``N`` rows
+    with one box each: 0 for a degenerate box (a non-finite coordinate, ``x2 <= x1`` or
+    ``y2 <= y1``) or an empty union.
+
+    Args:
+        a: ``Tensor[..., 4]`` (or NumPy / JAX array) boxes, ``xyxy``, floating point.
+        b: ``Tensor[..., 4]`` boxes, same shape, family and device as ``a``.
+        backend: as for :func:`batched_box_iou`.
+
+    Returns:
+        ``[...]`` float32 IoU in ``[0, 1]`` (the leading shape of ``a``), in the input's array
+        family and device.
+
+    Example:
+        >>> import numpy as np
+        >>> a = np.array([[0, 0, 2, 2], [0, 0, 1, 1]], dtype=np.float32)
+        >>> b = np.array([[1, 0, 3, 2], [0, 0, 1, 1]], dtype=np.float32)
+        >>> elementwise_box_iou(a, b).astype(np.float64).round(4).tolist()
+        [0.3333, 1.0]
+    """
+    if tuple(a.shape) != tuple(b.shape) or (len(a.shape) and a.shape[-1] != 4) or not len(a.shape):
+        raise ValueError(
+            f"elementwise_box_iou: a and b must share one shape [..., 4], got "
+            f"a {tuple(a.shape)} and b {tuple(b.shape)}"
+        )
+    lead = tuple(a.shape[:-1])
+    out = batched_box_iou(a.reshape(-1, 1, 4), b.reshape(-1, 1, 4), backend=backend)
+    return out.reshape(lead)

@@ -21,15 +21,13 @@ stay on the GPU (Triton kernels) and only B floats come back. This path is used 
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable, Sequence
-from functools import reduce
-from itertools import chain
-from operator import iconcat, itemgetter
 from typing import Any
 
 import numpy as np
+from tag_model.activation import pack_activated
+from tag_model.grounding import completion_texts
 
 __all__ = [
     "RewardTimer",
@@ -44,6 +42,14 @@ __all__ = [
 ]
 
 RewardFunc = Callable[..., list[float | None]]
+
+
+def _label_key(labels: Any) -> Any:
+    """A hashable label set for ``parse_batch``: a label-space name or ``LabelSpace`` stays as
+    it is, a list of names becomes a tuple, ``None`` means every canonical label."""
+    if labels is None or isinstance(labels, str) or not isinstance(labels, Sequence):
+        return labels
+    return tuple(labels)
 
 
 class _ParseCache:
@@ -74,22 +80,6 @@ class RewardTimer:
         return s
 
 
-def completion_texts(completions: Sequence[Any]) -> list[str]:
-    """Plain text of TRL completions (strings or conversational ``[{"role", "content"}]``)."""
-    out: list[str] = []
-    for c in completions:
-        if isinstance(c, str):
-            out.append(c)
-        elif isinstance(c, list) and c:
-            content = c[-1].get("content", "") if isinstance(c[-1], dict) else ""
-            if isinstance(content, list):
-                content = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
-            out.append(str(content or ""))
-        else:
-            out.append("")
-    return out
-
-
 def _sizes(n: int, image: Sequence[Any] | None, image_size: Sequence[Any] | None) -> np.ndarray:
     """``[B,2]`` (w, h) from an ``image`` column of PIL images, or an ``image_size`` column."""
     if image_size is not None:
@@ -106,99 +96,6 @@ def _sizes(n: int, image: Sequence[Any] | None, image_size: Sequence[Any] | None
             cache[key] = im.size
         sizes[i] = cache[key]
     return sizes
-
-
-def _entry(e: Any) -> tuple[int, float, Any]:
-    if isinstance(e, dict):
-        return e["au"], e["prob"], e["box"]
-    au = getattr(e, "au", None)
-    if au is not None:
-        return au, e.prob, e.box
-    return e[0], e[1], e[2]
-
-
-_AU_OF = itemgetter("au")
-_PROB_OF = itemgetter("prob")
-_BOX_OF = itemgetter("box")
-
-
-def _where(activated: Sequence[Sequence[Any]], flat_index: int) -> str:
-    """``activated[i][j]`` of the ``flat_index``-th entry (for error messages)."""
-    for i, row in enumerate(activated):
-        if flat_index < len(row):
-            return f"activated[{i}][{flat_index}]"
-        flat_index -= len(row)
-    return "activated"
-
-
-def _flat_boxes(activated: Sequence[Sequence[Any]], box_f: Sequence[Any], total: int) -> np.ndarray:
-    """``float32[total, 4]`` from the entries' boxes (4 numbers each, else a ``ValueError``)."""
-    try:
-        lens = set(map(len, box_f))
-    except TypeError:
-        lens = set()
-    if lens != {4}:
-        bad = next(j for j, b in enumerate(box_f) if not (hasattr(b, "__len__") and len(b) == 4))
-        raise ValueError(
-            f"pack_activated: {_where(activated, bad)} box must be 4 numbers (x1, y1, x2, y2), "
-            f"got {box_f[bad]!r}"
-        )
-    try:  # one C-level flatten and one struct pack (~2x np.fromiter over a chain)
-        raw = struct.Struct(f"{4 * total}d").pack(*reduce(iconcat, box_f, []))
-        return np.frombuffer(raw, dtype=np.float64).astype(np.float32).reshape(total, 4)
-    except (struct.error, TypeError):  # not plain numbers: let NumPy convert or say why
-        try:
-            return np.asarray(box_f, dtype=np.float32).reshape(total, 4)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"pack_activated: boxes must be 4 numbers each: {exc}") from exc
-
-
-def pack_activated(activated: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pad an ``activated`` column into ``(ref_boxes[B,M,4] f32, ref_au[B,M] i32, ref_prob[B,M] f32)``.
-
-    Entries are dicts ``{au, prob, box}``, ``ActivatedAU`` or ``(au, prob, box)`` tuples;
-    padding has ``au = -1``, ``prob = 0`` and a zero box. One flat pass per field, one scatter
-    (none when every row has ``M`` entries).
-
-    Raises:
-        ValueError: an entry is not one of the above, or a box is not 4 numbers.
-    """
-    n = len(activated)
-    counts = np.fromiter(map(len, activated), dtype=np.int64, count=n)
-    m = max(1, int(counts.max()) if n else 1)
-    total = int(counts.sum())
-    if not total:
-        return (
-            np.zeros((n, m, 4), dtype=np.float32),
-            np.full((n, m), -1, dtype=np.int32),
-            np.zeros((n, m), dtype=np.float32),
-        )
-    entries = list(chain.from_iterable(activated))
-    try:  # the datasets column, dicts {au, prob, box}: one C-level pass per field
-        au = np.fromiter(map(_AU_OF, entries), dtype=np.int32, count=total)
-        prob = np.fromiter(map(_PROB_OF, entries), dtype=np.float32, count=total)
-        box_f: Sequence[Any] = list(map(_BOX_OF, entries))
-    except (TypeError, KeyError, IndexError):  # ActivatedAU, tuples, or mixed
-        try:
-            au_f, prob_f, box_f = zip(*map(_entry, entries))
-        except (TypeError, KeyError, IndexError, AttributeError) as exc:
-            raise ValueError(
-                "pack_activated: entries must be dicts {au, prob, box}, ActivatedAU or "
-                f"(au, prob, box) tuples: {exc!r}"
-            ) from exc
-        au = np.asarray(au_f, dtype=np.int32)
-        prob = np.asarray(prob_f, dtype=np.float32)
-    flat = _flat_boxes(activated, box_f, total)
-    if total == n * m:  # every row full: no padding, no scatter
-        return flat.reshape(n, m, 4), au.reshape(n, m), prob.reshape(n, m)
-    boxes = np.zeros((n, m, 4), dtype=np.float32)
-    aus = np.full((n, m), -1, dtype=np.int32)
-    probs = np.zeros((n, m), dtype=np.float32)
-    mask = np.arange(m)[None, :] < counts[:, None]  # row-major order == flattening order
-    aus[mask] = au
-    probs[mask] = prob
-    boxes[mask] = flat
-    return boxes, aus, probs
 
 
 def _timed(fn: RewardFunc, timer: RewardTimer | None, name: str) -> RewardFunc:
@@ -259,12 +156,12 @@ def get_grounding_reward(
     ``grounding/pairs``.
 
     Example:
-        >>> reward = get_grounding_reward("qwen2_vl")  # doctest: +SKIP
+        >>> reward = get_grounding_reward("qwen2_vl")
         >>> text = ("Global analysis: a broad smile.\\nVerification loop:\\n"
         ...         "Inspect lip corners → pulled up → AU12 <bbox>[250,600,750,850]</bbox>\\n"
         ...         "Final conclusion: AU12 indicates happiness.\\n<answer> happiness </answer>")
         >>> act = [[{"au": 12, "prob": 0.9, "box": [25.0, 60.0, 75.0, 85.0]}]]
-        >>> reward([text], activated=act, image_size=[(100, 100)])  # doctest: +SKIP
+        >>> reward([text], activated=act, image_size=[(100, 100)])
         [1.0]
     """
     from tag_kernels.au_reward import au_grounding_reward
@@ -272,7 +169,7 @@ def get_grounding_reward(
     from tag_model.grounding import parse_batch
 
     adapter = get_adapter(family, processor=processor)
-    label_set = tuple(labels) if labels is not None else None
+    label_set = _label_key(labels)
 
     def _parse(completions: Sequence[Any], completion_ids: Any) -> Any:
         if token_ids and completion_ids is not None and tokenizer is not None:
@@ -409,18 +306,29 @@ def get_format_reward(
     timer: RewardTimer | None = None,
     _cache: _ParseCache | None = None,
 ) -> RewardFunc:
-    """1.0 when the completion follows the TAG trace format (``parse_batch(...).format_ok``), else 0.0.
+    """1.0 when the completion is a well-formed TAG trace (``parse_batch(...).format_ok``), else 0.0.
 
-    Logs ``format/failure_rate`` and the commonest failure reason through ``log_metric``.
+    Args:
+        labels: the answers that count as well formed: a label-space name (``"rafdb"``), a
+            ``LabelSpace``, a list of names, or ``None`` for every canonical label.
+        timer: accumulate the time spent here.
+
+    Completions are strings or chat messages (read by ``tag_model.grounding.completion_text``).
+    Logs ``format/failure_rate`` through ``log_metric`` when TRL passes it.
 
     Example:
-        >>> f = get_format_reward()  # doctest: +SKIP
-        >>> f(["not a trace"])  # doctest: +SKIP
+        >>> trace = ("Global analysis: raised cheeks.\\nVerification loop:\\n"
+        ...          "Inspect cheeks → raised → AU6 <bbox>[156,208,285,314]</bbox>\\n"
+        ...          "Final conclusion: AU6 indicates happiness.\\n<answer> happiness </answer>")
+        >>> f = get_format_reward()
+        >>> f([trace, "I think it's happy.", [{"role": "assistant", "content": trace}]])
+        [1.0, 0.0, 1.0]
+        >>> get_format_reward("rafdb")([trace.replace("happiness </answer>", "contempt </answer>")])
         [0.0]
     """
     from tag_model.grounding import parse_batch
 
-    label_set = tuple(labels) if labels is not None else None
+    label_set = _label_key(labels)
 
     def format_reward(
         completions: Sequence[Any],
@@ -450,20 +358,32 @@ def get_answer_reward(
     timer: RewardTimer | None = None,
     _cache: _ParseCache | None = None,
 ) -> RewardFunc:
-    """1.0 when the ``<answer>`` equals the sample's ``label`` column (canonical names), else 0.0.
+    """1.0 when the ``<answer>`` names the sample's ``label`` column, else 0.0.
 
-    Completions whose format does not parse score 0.0 (``require_format=False`` scores any
-    answer the parser finds). Logs ``answer/accuracy`` through ``log_metric``.
+    Args:
+        labels: the answers the parser accepts (as for :func:`get_format_reward`).
+        require_format: completions whose format does not parse score 0.0 (``False`` scores
+            any answer the parser finds).
+        timer: accumulate the time spent here.
+
+    ``label`` is in canonical names or synonyms (``"happy"``). A row whose label is ``None`` or
+    not an emotion gives ``None``, which TRL leaves out of the reward's mean. Logs
+    ``answer/accuracy`` (over the rows with a label) through ``log_metric``.
 
     Example:
-        >>> f = get_answer_reward()  # doctest: +SKIP
-        >>> f(["... <answer> happy </answer>"], label=["happiness"])  # doctest: +SKIP
+        >>> trace = ("Global analysis: raised cheeks.\\nVerification loop:\\n"
+        ...          "Inspect cheeks → raised → AU6 <bbox>[156,208,285,314]</bbox>\\n"
+        ...          "Final conclusion: AU6 indicates happiness.\\n<answer> Happy </answer>")
+        >>> f = get_answer_reward()
+        >>> f([trace, trace, trace], label=["happiness", "anger", "bored"])
+        [1.0, 0.0, None]
+        >>> get_answer_reward(require_format=False)(["<answer>fear</answer>"], label=["afraid"])
         [1.0]
     """
     from tag_model.au import canonical_label
     from tag_model.grounding import parse_batch
 
-    label_set = tuple(labels) if labels is not None else None
+    label_set = _label_key(labels)
 
     def answer_reward(
         completions: Sequence[Any],
@@ -481,14 +401,20 @@ def get_answer_reward(
             label_set,
             lambda: parse_batch(completion_texts(completions), labels=label_set, max_pairs=64),
         )
+        if len(label) != len(completions):
+            raise ValueError(
+                f"the answer reward got {len(completions)} completions but {len(label)} labels"
+            )
         names = pb_answer_names(pb, label_set)
-        gold = [canonical_label(str(x)) for x in label]
+        gold = [canonical_label(x) if isinstance(x, str) else None for x in label]
         ok = _np(pb.format_ok).astype(bool).tolist() if require_format else [True] * len(names)
-        out = [
-            float(k and a is not None and a == g) for a, g, k in zip(names, gold, ok, strict=True)
+        out: list[float | None] = [
+            None if g is None else float(k and a is not None and a == g)
+            for a, g, k in zip(names, gold, ok, strict=True)
         ]
-        if log_metric is not None:
-            log_metric("answer/accuracy", float(np.mean(out)))
+        scored = [v for v in out if v is not None]
+        if log_metric is not None and scored:
+            log_metric("answer/accuracy", float(np.mean(scored)))
         return out
 
     return _timed(answer_reward, timer, "answer_reward")

@@ -1,4 +1,4 @@
-"""Grounded traces: render, parse (one at a time or compiled in batches) and TRL rewards.
+"""Grounded traces: render them, and parse them one at a time or compiled in batches.
 
 The trace format (see ``docs/architecture.md`` and the grammar in :mod:`._parse`)::
 
@@ -14,14 +14,15 @@ The trace format (see ``docs/architecture.md`` and the grammar in :mod:`._parse`
 * :func:`parse_batch` reads a batch (strings, or token ids with a tokenizer) with a compiled
   scanner (Numba on the CPU, Triton for CUDA token ids) into padded arrays for
   ``tag_kernels.au_reward.au_grounding_reward``; it agrees with :func:`parse_trace` exactly.
-* :func:`format_reward` and :func:`answer_reward` are TRL reward functions.
+* :func:`completion_text` is the one rule that turns a completion (a string or chat messages)
+  into the text that is parsed. The TRL rewards built on these live in ``tag_train.rewards``.
 """
 
 from ._batch import ParsedBatch, TokenBytes, parse_batch, token_bytes
 from ._codes import COORD_LIMIT, MAX_AUS_PER_STEP, MAX_PAIRS, ParseReason, label_table
+from ._completions import completion_text, completion_texts, content_text
 from ._parse import ParsedStep, ParsedTrace, TraceError, parse_trace
 from ._render import TraceStep, format_box, render_trace
-from ._rewards import answer_reward, completion_text, format_reward
 
 __all__ = [
     "COORD_LIMIT",
@@ -34,10 +35,10 @@ __all__ = [
     "TokenBytes",
     "TraceError",
     "TraceStep",
-    "answer_reward",
     "completion_text",
+    "completion_texts",
+    "content_text",
     "format_box",
-    "format_reward",
     "label_table",
     "parse_batch",
     "parse_trace",

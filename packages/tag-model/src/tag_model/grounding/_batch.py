@@ -759,17 +759,10 @@ def _lowest_bit(mask: np.ndarray) -> np.ndarray:
 
 
 def _as_texts(items: Sequence[Any]) -> list[str]:
-    """Completions as strings: ``str`` as is, bytes decoded, conversational messages joined."""
-    from ._rewards import completion_text
+    """Completions as strings, by the one rule of :func:`completion_text`."""
+    from ._completions import completion_texts
 
-    def one(x: Any) -> str:
-        if isinstance(x, str):
-            return x
-        if isinstance(x, bytes | bytearray):
-            return bytes(x).decode("utf-8", "replace")
-        return completion_text(x)
-
-    return [x if type(x) is str else one(x) for x in items]
+    return completion_texts(items)
 
 
 def _pack_strings(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, str]:
