@@ -112,3 +112,23 @@ def regions_python(landmarks: np.ndarray, image_size: np.ndarray, table: RegionT
             )
         out.append(boxes)
     return out
+
+
+def activated_python(
+    p: np.ndarray, boxes: np.ndarray, table: RegionTable, top_k: int, thr: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``activated_list``'s semantics, one face at a time, in plain Python (independent of the
+    reference): the test's oracle and the benchmark's per-face baseline."""
+    B = p.shape[0]
+    au = np.full((B, top_k), -1, np.int32)
+    pr = np.zeros((B, top_k), np.float32)
+    bx = np.zeros((B, top_k, 4), np.float32)
+    thr32 = np.float32(thr)
+    for b in range(B):
+        act = [(j, p[b, j]) for j in range(p.shape[1]) if p[b, j] >= thr32]  # NaN fails >=
+        act.sort(key=lambda t: (-t[1], t[0]))  # stable semantics: prob desc, column asc
+        for s, (j, v) in enumerate(act[:top_k]):
+            au[b, s] = table.aus[j]
+            pr[b, s] = v
+            bx[b, s] = boxes[b, table.region_of(table.aus[j])]
+    return au, pr, bx

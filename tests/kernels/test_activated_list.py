@@ -11,29 +11,15 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tag_kernels.au_reward._activated import activated_list, activated_list_torch
+from tag_kernels.activated_list import activated_list
+from tag_kernels.activated_list._reference import activated_list_torch
 from tag_kernels.regions import IBUG68_REGIONS, Region, RegionTable, landmarks_to_regions
+
+from ._data import activated_python
 
 T = IBUG68_REGIONS
 A, R = len(T.aus), len(T)
 BACKENDS = ("torch", "numba", "jax", "triton")
-
-
-def _python_rows(p: np.ndarray, boxes: np.ndarray, table: RegionTable, top_k: int, thr: float):
-    """The semantics, one row at a time, in plain Python (independent of the reference)."""
-    B = p.shape[0]
-    au = np.full((B, top_k), -1, np.int32)
-    pr = np.zeros((B, top_k), np.float32)
-    bx = np.zeros((B, top_k, 4), np.float32)
-    thr32 = np.float32(thr)
-    for b in range(B):
-        act = [(j, p[b, j]) for j in range(p.shape[1]) if p[b, j] >= thr32]  # NaN fails >=
-        act.sort(key=lambda t: (-t[1], t[0]))  # stable semantics: prob desc, column asc
-        for s, (j, v) in enumerate(act[:top_k]):
-            au[b, s] = table.aus[j]
-            pr[b, s] = v
-            bx[b, s] = boxes[b, table.region_of(table.aus[j])]
-    return au, pr, bx
 
 
 def _run(backend: str, p: np.ndarray, boxes: np.ndarray, table=T, **kw):
@@ -105,7 +91,7 @@ def test_threshold_is_inclusive_in_float32() -> None:
 def test_backend_matches_reference_and_python(backend: str, B: int, top_k: int, thr: float) -> None:
     rng = np.random.default_rng(B * 31 + top_k)
     p, boxes = _random(rng, B)
-    want = _python_rows(p, boxes, T, top_k, thr)
+    want = activated_python(p, boxes, T, top_k, thr)
     ref = _run("torch", p, boxes, top_k=top_k, threshold=thr)
     got = _run(backend, p, boxes, top_k=top_k, threshold=thr)
     for w, r, g in zip(want, ref, got):
@@ -131,7 +117,7 @@ def test_property_numba_equals_python(vals: list[float], top_k: int, thr: float)
     p = np.asarray(vals, np.float32).reshape(2, A)
     boxes = np.random.default_rng(0).uniform(0, 9, (2, R, 4)).astype(np.float32)
     got = activated_list(p, boxes, T, top_k=top_k, threshold=thr)
-    want = _python_rows(p, boxes, T, top_k, thr)
+    want = activated_python(p, boxes, T, top_k, thr)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     # sorted by descending probability; padding only at the end
@@ -226,5 +212,5 @@ def test_reference_is_vectorised_on_device_tensors() -> None:
     p, boxes = _random(np.random.default_rng(9), 5)
     au, _, bx = activated_list_torch(torch.from_numpy(p), torch.from_numpy(boxes), T, 3, 0.5)
     assert au.shape == (5, 3) and bx.shape == (5, 3, 4)
-    want = _python_rows(p, boxes, T, 3, 0.5)
+    want = activated_python(p, boxes, T, 3, 0.5)
     np.testing.assert_array_equal(au.numpy(), want[0])

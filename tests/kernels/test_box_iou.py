@@ -1,11 +1,11 @@
-"""batched_box_iou: every backend against the plain-torch reference, plus hand-written cases."""
+"""batched_box_iou and elementwise_box_iou: every backend against the plain-torch reference, plus hand-written cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from tag_kernels import batched_box_iou
+from tag_kernels import batched_box_iou, elementwise_box_iou
 from tag_kernels.box_iou._reference import box_iou_reference
 
 from ._data import adversarial, random_boxes
@@ -110,3 +110,34 @@ def test_cuda_matches_reference() -> None:
     got = batched_box_iou(torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda())
     assert got.is_cuda
     np.testing.assert_allclose(got.cpu().numpy(), _ref(a, b), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 0), (0,)])
+def test_elementwise_is_the_diagonal_of_pairwise(backend: str, shape: tuple[int, ...]) -> None:
+    """Box i against box i, by the pairwise rule (degenerate or non-finite boxes score 0)."""
+    rng = np.random.default_rng(sum(shape) + 1)
+    n = int(np.prod(shape))
+    a = adversarial(rng, random_boxes(rng, (1, n)), 0.3)[0]
+    b = adversarial(rng, random_boxes(rng, (1, n)), 0.3)[0]
+    b[: n // 3] = a[: n // 3]  # some identical pairs: IoU 1 where valid
+    got = np.asarray(
+        elementwise_box_iou(a.reshape(*shape, 4), b.reshape(*shape, 4), backend=backend)
+    )
+    assert got.shape == shape and got.dtype == np.float32
+    want = np.diagonal(_ref(a[None], b[None])[0]) if n else np.zeros(0, np.float32)
+    np.testing.assert_allclose(got.reshape(-1), want, rtol=1e-6, atol=1e-7)
+    assert got.reshape(-1)[: n // 3].max(initial=0.0) <= 1.0
+
+
+def test_elementwise_families_and_shape_errors() -> None:
+    a = np.array([[0, 0, 2, 2], [0, 0, 1, 1], [3, 3, 1, 1]], np.float32)
+    b = np.array([[1, 0, 3, 2], [0, 0, 1, 1], [3, 3, 1, 1]], np.float32)
+    want = [1 / 3, 1.0, 0.0]
+    np.testing.assert_allclose(elementwise_box_iou(a, b), want, rtol=1e-6)
+    t = elementwise_box_iou(torch.from_numpy(a), torch.from_numpy(b))
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), want, rtol=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        elementwise_box_iou(a, b[:2])
+    with pytest.raises(ValueError, match="one shape"):
+        elementwise_box_iou(a[:, :3], b[:, :3])

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .. import _dispatch as d
-from ._activated import activated_list
+from ..activated_list import activated_list
 from ._reference import au_grounding_reward_reference
 
 __all__ = ["AUGroundingResult", "activated_list", "au_grounding_reward"]
