@@ -173,3 +173,19 @@ def test_write_rafdb_layout_rejects_non_rafdb_labels(tmp_path) -> None:
 def test_presence_threshold_documented_value() -> None:
     s = SynthFACS(seed=0).sample(0, render=False)
     assert s.active_aus() == {a for a, v in s.au_intensity.items() if v >= PRESENCE_THRESHOLD}
+
+
+def test_attach_synth_landmarks_reads_the_sidecar(tmp_path) -> None:
+    from tag_model.datasets import load_rafdb
+    from tag_model.synth import attach_synth_landmarks
+
+    root = write_rafdb_layout(tmp_path / "raf", 6, size=64, seed=2, test_fraction=0.5)
+    ann = read_synth_annotations(root)
+    for split in ("train", "test"):
+        ds = attach_synth_landmarks(load_rafdb(root, split), root)
+        assert len(ds) == 3
+        for row in ds:
+            name = re.search(r"((?:train|test)_\d+)_aligned\.jpg$", row["path"]).group(1)
+            np.testing.assert_array_equal(
+                np.asarray(row["landmarks"], np.float32), ann[f"{name}.jpg"][0].astype(np.float32)
+            )

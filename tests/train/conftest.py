@@ -22,6 +22,6 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synth_ds(synth_root: Path):
     """24 train rows with landmarks from the SynthFACS sidecar."""
     from tag_model.datasets import load_rafdb
-    from tag_train.traces._cli import attach_synth_landmarks
+    from tag_model.synth import attach_synth_landmarks
 
     return attach_synth_landmarks(load_rafdb(synth_root, "train"), str(synth_root))

@@ -182,9 +182,9 @@ def test_torn_last_record_is_repaired(tmp_path):
 _KILL_SCRIPT = rf"""
 import sys, time
 from tag_model.datasets import load_rafdb
+from tag_model.synth import attach_synth_landmarks
 from tag_train.teachers import TemplateTeacher
 from tag_train.traces import TraceBuildConfig, build_traces
-from tag_train.traces._cli import attach_synth_landmarks
 
 class SlowTeacher(TemplateTeacher):
     def generate(self, requests):

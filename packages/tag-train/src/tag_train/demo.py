@@ -145,7 +145,7 @@ PRESETS: dict[str, DemoPreset] = {
 def _faces(root: Path, preset: DemoPreset) -> tuple[Any, Any]:
     """SynthFACS train/test splits in RAF-DB layout, read back with the RAF-DB reader."""
     from tag_model.datasets import load_rafdb
-    from tag_model.synth import write_rafdb_layout
+    from tag_model.synth import attach_synth_landmarks, write_rafdb_layout
 
     if not (root / "EmoLabel").exists():
         tmp = root.with_name(root.name + ".tmp")
@@ -159,8 +159,6 @@ def _faces(root: Path, preset: DemoPreset) -> tuple[Any, Any]:
             test_fraction=preset.n_eval / (preset.n_train + preset.n_eval),
         )
         tmp.rename(root)
-    from tag_train.traces._cli import attach_synth_landmarks
-
     return (
         attach_synth_landmarks(load_rafdb(root, "train"), str(root)),
         attach_synth_landmarks(load_rafdb(root, "test"), str(root)),

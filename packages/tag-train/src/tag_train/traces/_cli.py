@@ -9,7 +9,7 @@ from typing import Any
 from tag_train._args import TracesArguments
 from tag_train.traces._builder import BuildSummary, TraceBuildConfig, build_traces
 
-__all__ = ["attach_synth_landmarks", "load_input", "make_teacher", "run_traces"]
+__all__ = ["load_input", "make_teacher", "run_traces"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,29 +42,11 @@ def make_teacher(args: TracesArguments) -> Any:
     raise ValueError(f"unknown teacher {args.teacher!r}; choose template, openai or hf")
 
 
-def attach_synth_landmarks(dataset: Any, root: str) -> Any:
-    """Fill the ``landmarks`` column of a SynthFACS RAF-DB-layout dataset from its sidecar."""
-    import re
-
-    from tag_model.synth import read_synth_annotations
-
-    ann = read_synth_annotations(root)
-
-    def fill(ex: dict[str, Any]) -> dict[str, Any]:
-        m = re.search(r"((?:train|test)_\d+)_aligned\.jpg$", ex["path"])
-        key = f"{m.group(1)}.jpg" if m else None
-        if key in ann:
-            return {"landmarks": ann[key][0].astype("float32").tolist()}
-        return {"landmarks": ex["landmarks"]}
-
-    return dataset.map(fill, desc="synth landmarks")
-
-
 def load_input(args: TracesArguments) -> Any:
     """The FER dataset to build from (any ``tag_model.datasets`` reader, or SynthFACS)."""
     if args.dataset == "synth":
         from tag_model.datasets import load_rafdb
-        from tag_model.synth import write_rafdb_layout
+        from tag_model.synth import attach_synth_landmarks, write_rafdb_layout
 
         root = args.data_root or tempfile.mkdtemp(prefix="tag-synth-")
         write_rafdb_layout(root, args.synth_n, size=args.synth_size, seed=args.seed)
