@@ -76,17 +76,6 @@ def mean_boxes(activated: Sequence[Sequence[dict]]) -> dict[int, np.ndarray]:
     return {a: np.mean(b, axis=0) for a, b in boxes.items()}
 
 
-def pair_iou(a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
-    """IoU of ``a[i]`` with ``b[i]`` (xyxy pixels), one batched kernel call."""
-    from tag_kernels import batched_box_iou
-
-    if not a:
-        return np.zeros(0)
-    x = np.asarray(a, np.float32)[:, None]
-    y = np.asarray(b, np.float32)[:, None]
-    return np.asarray(batched_box_iou(x, y))[:, 0, 0].astype(np.float64)
-
-
 def linear_probe_scores(
     train_x: np.ndarray,
     train_landmarks: np.ndarray,
@@ -115,7 +104,7 @@ def linear_probe_scores(
         given: ``class_top_au_recall`` (the class's most frequent training AUs) and
         ``class_mean_box_mean_iou`` (those AUs with their mean training boxes).
     """
-    from tag_kernels import IBUG68_REGIONS, landmarks_to_regions
+    from tag_kernels import IBUG68_REGIONS, elementwise_box_iou, landmarks_to_regions
 
     train_x, eval_x = np.asarray(train_x, np.float32), np.asarray(eval_x, np.float32)
     lms = np.asarray(train_landmarks, np.float32)
@@ -162,8 +151,11 @@ def linear_probe_scores(
     f, cf = np.asarray(found, bool), np.asarray(cls_found, bool)
     if not f.size:
         raise ValueError("linear_probe_scores: the eval faces have no detector entries")
-    v = pair_iou(probe_box, ref_box)
-    cv = np.where(cf, pair_iou(cls_box, ref_box), 0.0)
+    ref = np.asarray(ref_box, np.float32)
+    v = np.asarray(elementwise_box_iou(np.asarray(probe_box, np.float32), ref), np.float64)
+    cv = np.where(
+        cf, np.asarray(elementwise_box_iou(np.asarray(cls_box, np.float32), ref), np.float64), 0.0
+    )
     return {
         "accuracy": acc,
         "au_recall": float(f.mean()),

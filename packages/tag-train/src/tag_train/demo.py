@@ -464,7 +464,9 @@ def mean_box_baseline(train: Any, test: Any) -> float:
     What a model that knows which AUs are active but not where the face is would score as
     ``iou_found``: the bar for "reads box positions from the image".
     """
-    from tag_train._probes import mean_boxes, pair_iou
+    from tag_kernels import elementwise_box_iou
+
+    from tag_train._probes import mean_boxes
 
     mean = mean_boxes(train["activated"])
     pairs = [
@@ -475,7 +477,10 @@ def mean_box_baseline(train: Any, test: Any) -> float:
     ]
     if not pairs:
         return 0.0
-    return float(pair_iou([p[0] for p in pairs], [p[1] for p in pairs]).mean())
+    iou = elementwise_box_iou(
+        np.asarray([p[0] for p in pairs], np.float32), np.asarray([p[1] for p in pairs], np.float32)
+    )
+    return float(np.asarray(iou, np.float64).mean())
 
 
 def greedy_eval(
