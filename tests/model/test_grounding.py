@@ -378,3 +378,17 @@ def test_completion_text_forms() -> None:
            {"role": "assistant", "content": [{"type": "text", "text": "b"}]}]  # fmt: skip
     assert completion_text(two) == "a\nb"
     assert completion_texts(["s", two, b"x"]) == ["s", "a\nb", "x"]
+
+
+# ----------------------------------------------------------------------------- AU mentions
+def test_mentioned_aus_follows_the_parser_rule() -> None:
+    from tag_model.grounding import mentioned_aus
+
+    assert mentioned_aus("Combined AU6 + au 12 (and AU06) indicate happiness.") == (6, 12)
+    # not after a letter or digit; at most 3 significant digits; unknown numbers are kept
+    assert mentioned_aus("xAU4 2AU5 AU1234 AU0012 AU99 _AU7 AU\t9") == (12, 99, 7, 9)
+    assert mentioned_aus("") == () and mentioned_aus("no action units") == ()
+    # the same numbers the parser reads from a conclusion
+    text = GOOD.replace("AU6 + AU12", "AU 12 + au6 + AU12 + AU99")
+    concl = text.split("Final conclusion:")[1].split("<answer>")[0]
+    assert list(mentioned_aus(concl)) == parse_trace(text).conclusion_aus == [12, 6, 99]

@@ -21,7 +21,7 @@ The trace format (see ``docs/architecture.md`` and the grammar in :mod:`._parse`
 from ._batch import ParsedBatch, TokenBytes, parse_batch, token_bytes
 from ._codes import COORD_LIMIT, MAX_AUS_PER_STEP, MAX_PAIRS, ParseReason, label_table
 from ._completions import completion_text, completion_texts, content_text
-from ._parse import ParsedStep, ParsedTrace, TraceError, parse_trace
+from ._parse import ParsedStep, ParsedTrace, TraceError, mentioned_aus, parse_trace
 from ._render import TraceStep, format_box, render_trace
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "content_text",
     "format_box",
     "label_table",
+    "mentioned_aus",
     "parse_batch",
     "parse_trace",
     "render_trace",

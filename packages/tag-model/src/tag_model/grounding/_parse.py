@@ -66,7 +66,7 @@ from ._codes import (
     label_table,
 )
 
-__all__ = ["ParsedStep", "ParsedTrace", "TraceError", "parse_trace"]
+__all__ = ["ParsedStep", "ParsedTrace", "TraceError", "mentioned_aus", "parse_trace"]
 
 Box = tuple[float, float, float, float]
 
@@ -374,6 +374,20 @@ def parse_trace(
         errors=st.errors,
         _pairs=pairs,
     )
+
+
+def mentioned_aus(text: str) -> tuple[int, ...]:
+    """The distinct AU numbers that ``text`` mentions, in order, by the trace grammar's rule.
+
+    The rule of steps and conclusions (see the module docstring): ``AU`` not preceded by an
+    ASCII letter or digit, then spaces/tabs, then ASCII digits. A mention with more than 3
+    significant digits is dropped (``BAD_AU``); numbers outside ``AU_CATALOGUE`` are kept.
+
+    >>> mentioned_aus("Combined AU6 + au 12 (and AU06); not xAU4, not AU1234; AU99")
+    (6, 12, 99)
+    """
+    st = _State(text, _ascii_lower(text))
+    return tuple(dict.fromkeys(n for n, _ in st.au_mentions(0, len(text))))
 
 
 def _find_arrows(lower: str, a: int, b: int) -> list[tuple[int, int]]:
