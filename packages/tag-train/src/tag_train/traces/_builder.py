@@ -107,40 +107,18 @@ class BuildSummary:
 
 
 def load_records(output_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Read the finished-sample records of a build, repairing a torn last line.
+    """Read the finished-sample records of a build, truncating a torn last line off the file.
 
     Returns ``{sample_id: record}``; a later record for the same id wins (never happens in a
     normal build, but makes the reader idempotent).
+
+    Raises:
+        tag_model.jsonl.JsonlError: a complete line is not a JSON object (file and line named).
     """
-    path = Path(output_dir) / _BUILD / _RECORDS
-    out: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return out
-    raw = path.read_bytes()
-    good_end = raw.rfind(b"\n") + 1
-    if good_end < len(raw):  # killed mid-write: drop the partial line on disk too
-        logger.warning("%s: discarding a torn last record (%d bytes)", path, len(raw) - good_end)
-        with open(path, "r+b") as fh:
-            fh.truncate(good_end)
-    for lineno, line in enumerate(raw[:good_end].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {lineno}: corrupt record {line[:80]!r}: {exc}") from exc
-        out[rec["id"]] = rec
-    return out
+    from tag_model.jsonl import read_jsonl
 
-
-def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    if not records:
-        return
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    records, _ = read_jsonl(Path(output_dir) / _BUILD / _RECORDS, repair=True)
+    return {rec["id"]: rec for rec in records}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -228,8 +206,10 @@ def build_traces(
     attempts, failures, eliminated labels, latency, ...).
     """
     from tag_model.activation import build_activated_list
+    from tag_model.au import AU_CATALOGUE
     from tag_model.backbones import PROMPT_STYLES, get_adapter
     from tag_model.grounding import parse_trace
+    from tag_model.jsonl import append_jsonl
 
     cfg = config or TraceBuildConfig()
     t0 = time.perf_counter()
@@ -277,18 +257,10 @@ def build_traces(
             require_face=cfg.require_face,
         )
     system = teacher_system_prompt(cfg.family)
-    try:
-        from tag_model.au import AU_CATALOGUE
-
-        au_names = {k: v.name for k, v in AU_CATALOGUE.items()}
-    except ImportError:  # pragma: no cover
-        au_names = {}
+    au_names = {k: v.name for k, v in AU_CATALOGUE.items()}
 
     rec_path = build / _RECORDS
-    todo = []
-    for i in range(n_rows):
-        # ids only need path/source: select those columns to avoid decoding images
-        todo.append(i)
+    # ids only need path/source: select those columns to avoid decoding images
     meta_cols = [c for c in ("source", "path") if c in dataset.column_names]
     light = dataset.select_columns(meta_cols) if meta_cols else None
     ids = [_sample_id(light[i] if light is not None else {}, i) for i in range(n_rows)]
@@ -394,7 +366,7 @@ def build_traces(
                     continue
                 done.append(_record(p, status, teacher.name))
             pending = still
-        _append(rec_path, done)
+        append_jsonl(rec_path, done)
         for r in done:
             records[r["id"]] = r
         bar.update(len(chunk))
@@ -557,6 +529,7 @@ def student_prompt(
     before the user text and fills it from the ``image`` column.
     """
     from PIL import Image
+    from tag_model.grounding import content_text
 
     msgs = adapter.build_messages(
         Image.new("RGB", tuple(int(v) for v in image_size)),
@@ -564,14 +537,4 @@ def student_prompt(
         grounded=True,
         style=style,
     )
-    out = []
-    for m in msgs:
-        content = m.get("content")
-        if isinstance(content, str):
-            text = content
-        else:
-            text = "\n".join(
-                part.get("text") or "" for part in content if part.get("type") == "text"
-            )
-        out.append({"role": str(m["role"]), "content": text})
-    return out
+    return [{"role": str(m["role"]), "content": content_text(m.get("content"))} for m in msgs]
