@@ -1,0 +1,97 @@
+"""The demo's sizes (:class:`DemoPreset`, :data:`PRESETS`) and where its cache lives."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PRESETS", "PROMPT_STYLE", "DemoPreset", "cache_root"]
+
+#: Part of every preset's cache key: a new value invalidates every cached stage.
+_CACHE_VERSION = "6"
+
+#: The student prompt the demo's traces carry and its evaluation asks with (one line: the tiny
+#: model learns the trace format from SFT, and the full instruction would double a sequence).
+PROMPT_STYLE = "compact"
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """Sizes of a demo run. Everything up to SFT is cached by a hash of these fields."""
+
+    name: str
+    labels: tuple[str, ...] = ("happiness", "sadness", "surprise", "anger")
+    image_size: int = 112
+    n_train: int = 1200
+    n_eval: int = 96
+    top_k: int = 3
+    warmup_extra: int = 1000
+    warmup_steps: int = 500
+    warmup_batch: int = 32
+    warmup_lr: float = 2e-3
+    warmup_landmark_weight: float = 10.0
+    warmup_au_weight: float = 1.0
+    warmup_position_weight: float = 1.0
+    warmup_token_landmark_weight: float = 0.0
+    sft_steps: int = 900
+    sft_batch: int = 8
+    sft_lr: float = 2e-3
+    train_merger: bool = False  # SFT and GRPO: the projector stays as the warm-up left it
+    rl_steps: int = 100
+    rl_prompts: int = 4
+    rl_generations: int = 4
+    rl_lr: float = 1e-5
+    rl_beta: float = 0.0
+    rl_iterations: int = 1  # GRPO's num_iterations: policy updates per batch of generations
+    rl_max_completion: int = 200
+    eval_max_new_tokens: int = 200
+    n_pictures: int = 4
+    template_variety: float = 0.3
+    seed: int = 0
+
+    def key(self) -> str:
+        """The cache folder's name, ``<name>-<hash>``: the RL and picture fields are left out."""
+        d = dataclasses.asdict(self)
+        for k in (
+            "rl_steps",
+            "rl_prompts",
+            "rl_generations",
+            "rl_lr",
+            "rl_beta",
+            "rl_iterations",
+            "rl_max_completion",
+            "n_pictures",
+        ):
+            d.pop(k)
+        h = hashlib.sha1(json.dumps([_CACHE_VERSION, d], sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.name}-{h}"
+
+
+PRESETS: dict[str, DemoPreset] = {
+    "default": DemoPreset(name="default"),
+    "smoke": DemoPreset(
+        name="smoke",
+        n_train=16,
+        n_eval=4,
+        warmup_extra=0,
+        warmup_steps=5,
+        warmup_batch=8,
+        sft_steps=8,
+        sft_batch=2,
+        rl_steps=3,
+        rl_prompts=2,
+        rl_generations=2,
+        rl_max_completion=48,
+        eval_max_new_tokens=48,
+        n_pictures=2,
+    ),
+}
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The folder holding every preset's cache: ``<cache_dir or $TAG_CACHE or .tag-cache>/demo``."""
+    return Path(cache_dir or os.environ.get("TAG_CACHE", ".tag-cache")) / "demo"

@@ -1,0 +1,297 @@
+"""The demo's pipeline: faces -> traces -> base model -> SFT -> GRPO, with its command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tag_train.demo._base import base_model
+from tag_train.demo._evaluate import greedy_eval, mean_box_baseline, tower_probes
+from tag_train.demo._presets import PRESETS, PROMPT_STYLE, DemoPreset, cache_root
+from tag_train.demo._summary import (
+    demo_goals,
+    draw_samples,
+    fmt_eval,
+    fmt_rewards,
+    load_average,
+    plot_rewards,
+    rl_fifths,
+)
+
+__all__ = ["main", "run_demo"]
+
+
+def _faces(root: Path, preset: DemoPreset) -> tuple[Any, Any]:
+    """SynthFACS train/test splits in RAF-DB layout, read back with the RAF-DB reader."""
+    from tag_model.datasets import load_rafdb
+    from tag_model.synth import attach_synth_landmarks, write_rafdb_layout
+
+    if not (root / "EmoLabel").exists():
+        tmp = root.with_name(root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        write_rafdb_layout(
+            tmp,
+            preset.n_train + preset.n_eval,
+            size=preset.image_size,
+            seed=preset.seed,
+            labels=preset.labels,
+            test_fraction=preset.n_eval / (preset.n_train + preset.n_eval),
+        )
+        tmp.rename(root)
+    return (
+        attach_synth_landmarks(load_rafdb(root, "train"), str(root)),
+        attach_synth_landmarks(load_rafdb(root, "test"), str(root)),
+    )
+
+
+def _traces(ds: Any, out: Path, preset: DemoPreset, progress: bool) -> Any:
+    from datasets import load_from_disk
+
+    from tag_train.teachers import TemplateTeacher
+    from tag_train.traces import TraceBuildConfig, build_traces
+
+    if not (out / "state.json").exists():
+        summary = build_traces(
+            ds,
+            TemplateTeacher(seed=preset.seed, variety=preset.template_variety, style="compact"),
+            out,
+            TraceBuildConfig(
+                family="qwen2_vl",
+                labels=preset.labels,
+                top_k=preset.top_k,
+                min_face_px=32,
+                use_dlib=False,
+                prompt_style=PROMPT_STYLE,
+            ),
+            progress=progress,
+        )
+        print(summary.as_text())
+    return load_from_disk(str(out))
+
+
+def _cpu_args(cls: Any, **kw: Any) -> Any:
+    base = dict(
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        dataloader_num_workers=0,
+        save_only_model=False,
+        logging_steps=1,
+        seed=0,
+        disable_tqdm=False,
+    )
+    base.update(kw)
+    return cls(**base)
+
+
+def _sft(base: Path, traces_dir: Path, out: Path, metrics: Path, preset: DemoPreset) -> None:
+    from trl import SFTConfig
+
+    from tag_train._args import SFTScriptArguments
+    from tag_train.sft import run_sft
+
+    if (out / "DONE").exists():
+        return
+    args = SFTScriptArguments(
+        model_name_or_path=str(base),
+        family="qwen2_vl",
+        dataset_path=str(traces_dir),
+        metrics_file=str(metrics),
+        train_merger=preset.train_merger,
+    )
+    targs = _cpu_args(
+        SFTConfig,
+        output_dir=str(out),
+        max_steps=preset.sft_steps,
+        per_device_train_batch_size=preset.sft_batch,
+        learning_rate=preset.sft_lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, preset.sft_steps // 20),
+        save_strategy="steps",
+        save_steps=max(10, preset.sft_steps // 4),
+        save_total_limit=1,
+        max_length=None,
+    )
+    run_sft(args, targs)
+    (out / "DONE").write_text("ok")
+
+
+def run_demo(
+    preset: DemoPreset,
+    run_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the demo; returns the summary also written to ``<run_dir>/summary.json``.
+
+    Sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) when torch is not imported yet: on a small
+    shared CPU, OpenMP's default spin-waiting makes each op wait out the other processes'
+    time slices (a vision-tower step with 2 threads runs about 20x slower under load).
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import GRPOConfig
+
+    from tag_train._args import RLScriptArguments
+    from tag_train.rl import run_rl
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    run = Path(run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    run.mkdir(parents=True, exist_ok=True)
+    cache = cache_root(cache_dir) / preset.key()
+    cache.mkdir(parents=True, exist_ok=True)
+    metrics = run / "metrics.jsonl"
+    times: dict[str, float] = {}
+    print(f"TAG demo ({preset.name}): run folder {run}, cache {cache}")
+
+    t = time.perf_counter()
+    train_faces, eval_faces = _faces(cache / "faces", preset)
+    traces = _traces(train_faces, cache / "traces", preset, progress)
+    eval_ds = _traces(eval_faces, cache / "eval_traces", preset, progress)
+    times["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cached_sft = (cache / "sft" / "DONE").exists()
+    warm = base_model(cache / "base", traces, eval_ds, preset, progress)
+    times["warmup"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sft_metrics = cache / "sft_metrics.jsonl"
+    _sft(cache / "base", cache / "traces", cache / "sft", sft_metrics, preset)
+    times["sft"] = time.perf_counter() - t
+    if sft_metrics.exists():
+        with open(metrics, "a") as fh:
+            for line in sft_metrics.read_text().splitlines():
+                fh.write(json.dumps({"phase": "sft", **json.loads(line)}) + "\n")
+    print("SFT: " + ("cached, skipped" if cached_sft else f"trained in {times['sft']:.0f}s"))
+
+    t = time.perf_counter()
+    model = AutoModelForImageTextToText.from_pretrained(cache / "sft").eval()
+    processor = AutoProcessor.from_pretrained(cache / "sft")
+    ev_sft = greedy_eval(
+        model, processor, eval_ds, preset.labels, preset.eval_max_new_tokens, progress
+    )
+    times["eval_sft"] = time.perf_counter() - t
+    print("greedy eval after SFT: " + fmt_eval(ev_sft))
+    baseline = mean_box_baseline(traces, eval_ds)
+    print(f"  (per-AU mean training box, AU given: IoU {baseline:.3f})")
+    t = time.perf_counter()
+    probes = tower_probes(cache, traces, eval_ds, preset)
+    times["probes"] = time.perf_counter() - t
+    print(
+        "  (linear read-out of the frozen tower's tokens, fit on the trace faces: "
+        f"accuracy {probes['accuracy']:.2f}  mean IoU {probes['mean_iou']:.3f} "
+        f"(AU recall {probes['au_recall']:.2f}, box IoU {probes['box_iou']:.3f}); "
+        f"true class given, its usual AUs with mean boxes: mean IoU "
+        f"{probes['class_mean_box_mean_iou']:.3f})"
+    )
+
+    t = time.perf_counter()
+    rl_dir = run / "rl"
+    rl_metrics = run / "rl_metrics.jsonl"
+    gen = preset.rl_generations
+    rargs = RLScriptArguments(
+        model_name_or_path=str(cache / "sft"),
+        family="qwen2_vl",
+        dataset_path=str(cache / "traces"),
+        metrics_file=str(rl_metrics),
+        train_merger=preset.train_merger,
+    )
+    targs = _cpu_args(
+        GRPOConfig,
+        output_dir=str(rl_dir),
+        max_steps=preset.rl_steps,
+        per_device_train_batch_size=preset.rl_prompts * gen,
+        num_generations=gen,
+        temperature=1.0,
+        learning_rate=preset.rl_lr,
+        lr_scheduler_type="constant",
+        beta=preset.rl_beta,
+        num_iterations=preset.rl_iterations,
+        max_completion_length=preset.rl_max_completion,
+        save_strategy="steps",
+        save_steps=max(5, preset.rl_steps // 4),
+        save_total_limit=1,
+        reward_weights=[1.0, 1.0, 1.0],
+        log_completions=False,
+    )
+    trainer = run_rl(rargs, targs)
+    times["rl"] = time.perf_counter() - t
+    with open(metrics, "a") as fh:
+        for line in rl_metrics.read_text().splitlines():
+            fh.write(json.dumps({"phase": "rl", **json.loads(line)}) + "\n")
+    fifths = rl_fifths(metrics)
+    print("RL reward components (sampled, T=1.0):")
+    print("  start (first fifth): " + fmt_rewards(fifths["first_fifth"]))
+    print("  end   (last fifth):  " + fmt_rewards(fifths["last_fifth"]))
+
+    t = time.perf_counter()
+    rl_model = trainer.model.eval()
+    ev_rl = greedy_eval(
+        rl_model, processor, eval_ds, preset.labels, preset.eval_max_new_tokens, progress
+    )
+    times["eval_rl"] = time.perf_counter() - t
+    print("greedy eval after RL:  " + fmt_eval(ev_rl))
+
+    plot_rewards(metrics, run / "reward_curves.png")
+    draw_samples(run, eval_ds, ev_rl, preset.labels, preset.n_pictures)
+    shutil.rmtree(rl_dir, ignore_errors=True) if preset.name == "smoke" else None
+    times["total"] = time.perf_counter() - t_start
+    summary = {
+        "preset": dataclasses.asdict(preset),
+        "cache": str(cache),
+        "sft_cached": cached_sft,
+        "vision_warmup": warm,
+        "eval_after_sft": {k: v for k, v in ev_sft.items() if k != "completions"},
+        "eval_after_rl": {k: v for k, v in ev_rl.items() if k != "completions"},
+        "mean_box_baseline_iou_found": baseline,
+        "tower_probes": probes,
+        "rl_rewards": fifths,
+        "reward_share": getattr(trainer, "tag_reward_share", {}),
+        "seconds": times,
+        "load_average": load_average(),
+    }
+    summary["goals"] = demo_goals(summary)
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    share = summary["reward_share"].get("tag/reward_share", float("nan"))
+    print(f"reward functions: {100 * share:.2f} % of a GRPO step")
+    print("wall time per phase: " + "  ".join(f"{k} {v:.0f}s" for k, v in times.items()))
+    print("demo goals (met only means something for the default preset):")
+    for name, g in summary["goals"].items():
+        print(f"  [{'met ' if g['met'] else 'MISS'}] {name}: {g['value']}")
+    print(f"done in {times['total']:.0f}s -> {run}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tag-train rl [--preset smoke|default] [--run_dir D] [--cache_dir C] [--no_cache]``."""
+    parser = argparse.ArgumentParser(
+        prog="tag-train rl", description="The built-in TAG demo (CPU)."
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument("--run_dir", default=None, help="default: runs/demo-<timestamp>")
+    parser.add_argument("--cache_dir", default=None, help="default: $TAG_CACHE or ./.tag-cache")
+    parser.add_argument(
+        "--no_cache", action="store_true", help="rebuild the cached faces/traces/SFT"
+    )
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv or [])
+    preset = PRESETS[args.preset]
+    if args.seed is not None:
+        preset = dataclasses.replace(preset, seed=args.seed)
+    if args.no_cache:
+        shutil.rmtree(cache_root(args.cache_dir) / preset.key(), ignore_errors=True)
+    logging.basicConfig(level=logging.WARNING)
+    run_demo(preset, args.run_dir, args.cache_dir)
+    return 0
