@@ -18,11 +18,19 @@ The trace format (see ``docs/architecture.md`` and the grammar in :mod:`._parse`
   into the text that is parsed. The TRL rewards built on these live in ``tag_train.rewards``.
 """
 
-from ._batch import ParsedBatch, TokenBytes, parse_batch, token_bytes
-from ._codes import COORD_LIMIT, MAX_AUS_PER_STEP, MAX_PAIRS, ParseReason, label_table
+from ._batch import parse_batch
+from ._codes import (
+    COORD_LIMIT,
+    MAX_AUS_PER_STEP,
+    MAX_PAIRS,
+    ParsedBatch,
+    ParseReason,
+    label_table,
+)
 from ._completions import completion_text, completion_texts, content_text
 from ._parse import ParsedStep, ParsedTrace, TraceError, mentioned_aus, parse_trace
 from ._render import TraceStep, format_box, render_trace
+from ._tokens import TokenBytes, token_bytes
 
 __all__ = [
     "COORD_LIMIT",

@@ -1,15 +1,20 @@
 """Shared definitions of the trace grammar: reason codes, limits, label and AU tables.
 
-Every parser (the Python reference in ``_parse.py``, the Numba scanner in ``_batch.py`` and
+Every parser (the Python reference in ``_parse.py``, the Numba scanner in ``_scanner.py`` and
 the Triton kernel in ``_triton.py``) reads its constants from here, so that they cannot drift.
+The compiled scanners read the reason bits as ``_codes.BIT_<REASON>`` (module attributes are
+compile-time constants for Numba and Triton alike). :class:`ParsedBatch`, what both batch
+scanners return, lives here too.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +28,7 @@ from tag_model.au import (
 )
 
 __all__ = [
+    "ANSWER_FALLBACK",
     "AU_TABLE_SIZE",
     "COORD_LIMIT",
     "KNOWN_AU_TABLE",
@@ -30,9 +36,11 @@ __all__ = [
     "MAX_AU_DIGITS",
     "MAX_NUMBER_DIGITS",
     "MAX_PAIRS",
+    "NUMBA_CACHE",
     "POW10",
     "LabelTable",
     "ParseReason",
+    "ParsedBatch",
     "label_table",
 ]
 
@@ -111,6 +119,19 @@ COORD_LIMIT = 1e6
 POW10 = np.array([10.0**k for k in range(MAX_NUMBER_DIGITS + 1)], dtype=np.float64)
 """Exact powers of ten ``1e0 .. 1e15`` (every parser divides by these)."""
 assert all(float(POW10[k]) == float(f"1e{k}") for k in range(MAX_NUMBER_DIGITS + 1))
+
+# One bit per reason, ``BIT_<NAME> = 1 << ParseReason.<NAME>``: the bits of
+# ``ParsedBatch.reason_mask``, set by both compiled scanners.
+for _r in ParseReason:
+    globals()[f"BIT_{_r.name}"] = 1 << int(_r)
+    __all__.append(f"BIT_{_r.name}")
+
+ANSWER_FALLBACK = -2
+"""A scanner's ``answer`` for a row whose answer text is not a known spelling of a label: the
+row is resolved in Python with :func:`tag_model.au.canonical_label`."""
+
+NUMBA_CACHE = os.environ.get("TAG_NUMBA_CACHE", "1") != "0"
+"""Cache the compiled Numba scanner on disk (``TAG_NUMBA_CACHE=0`` turns it off)."""
 
 AU_TABLE_SIZE = 10**MAX_AU_DIGITS
 KNOWN_AU_TABLE = np.zeros(AU_TABLE_SIZE, dtype=np.bool_)
@@ -212,3 +233,34 @@ def label_table(labels: LabelSpace | Sequence[str] | str | None = None) -> Label
             out.append(canon)
         names = tuple(out)
     return _label_table(names)
+
+
+@dataclass
+class ParsedBatch:
+    """Padded parse results for ``B`` completions (NumPy arrays, or torch on the input's
+    device for CUDA token ids).
+
+    Attributes:
+        pred_au: ``int32[B, K]`` AU number of each (AU, box) pair; 0 = box with no AU named;
+            -1 = padding.
+        pred_boxes: ``float32[B, K, 4]`` ``xyxy`` boxes in the model's coordinate space (0 in
+            padding).
+        n_pairs: ``int32[B]`` pairs kept (``min(len(parse_trace(x).pairs()), K)``).
+        answer_id: ``int32[B]`` index of the answer in ``labels``, -1 when none.
+        format_ok: ``bool[B]``, ``parse_trace(x).format_ok``.
+        reason: ``int32[B]`` the :class:`ParseReason` of each row (``parse_trace(x).reason``).
+        reason_mask: ``int32[B]`` bit ``c`` set when reason ``c`` occurred.
+        labels: the label set's canonical names (``answer_id`` indexes it).
+    """
+
+    pred_au: Any
+    pred_boxes: Any
+    n_pairs: Any
+    answer_id: Any
+    format_ok: Any
+    reason: Any
+    reason_mask: Any
+    labels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.n_pairs.shape[0])

@@ -5,8 +5,10 @@ Layers (as in ``tag_kernels``): the ``@triton.jit`` helpers and kernel, the laun
 a packed UTF-8 byte buffer with a token-id -> bytes table gathered on the device (torch ops),
 then launches one program per row.
 
-The kernel is a line-for-line port of the Numba scanner :func:`._batch._scan_row` (same passes,
-same rules, float64 number parsing with exact powers of ten). Triton has no ``break`` or local
+The kernel implements the same grammar and rules as the Numba scanner of :mod:`._scanner`
+(float64 number parsing with exact powers of ten, the limits and reason bits of :mod:`._codes`),
+in more passes: the answer tags over the whole row, then the lines, then one search per pattern
+where the Numba scanner walks each line once. Tests check that both give the same results. Triton has no ``break`` or local
 arrays, so loops carry "still going" flags and a step's AUs live in a 16-slot register tensor.
 Every value is per program (scalar), so every lane computes the same thing.
 
@@ -27,21 +29,18 @@ import torch
 import triton
 import triton.language as tl
 
-from ._batch import (
-    _ANSWER_FALLBACK,
-    _R_NOT_LABEL,
-    ParsedBatch,
-    TokenBytes,
-)
+from . import _codes
 from ._codes import (
+    ANSWER_FALLBACK,
     COORD_LIMIT,
     KNOWN_AU_TABLE,
     MAX_AUS_PER_STEP,
     MAX_PAIRS,
     POW10,
     LabelTable,
-    ParseReason,
+    ParsedBatch,
 )
+from ._tokens import TokenBytes
 
 __all__ = ["aot_compile_specs", "parse_batch_cuda", "scan_packed_triton"]
 
@@ -65,29 +64,6 @@ PO_V: tl.constexpr = tl.constexpr(_PO["verification loop:"])
 PO_C: tl.constexpr = tl.constexpr(_PO["final conclusion:"])
 PO_INSPECT: tl.constexpr = tl.constexpr(_PO["inspect"])
 
-R = ParseReason
-B_MISSING_G: tl.constexpr = tl.constexpr(1 << int(R.MISSING_GLOBAL_ANALYSIS))
-B_MISSING_V: tl.constexpr = tl.constexpr(1 << int(R.MISSING_VERIFICATION_LOOP))
-B_MISSING_C: tl.constexpr = tl.constexpr(1 << int(R.MISSING_CONCLUSION))
-B_MISSING_A: tl.constexpr = tl.constexpr(1 << int(R.MISSING_ANSWER))
-B_UNCLOSED_A: tl.constexpr = tl.constexpr(1 << int(R.UNCLOSED_ANSWER))
-B_NESTED_A: tl.constexpr = tl.constexpr(1 << int(R.NESTED_ANSWER))
-B_DUP_A: tl.constexpr = tl.constexpr(1 << int(R.DUPLICATE_ANSWER))
-B_DUP_S: tl.constexpr = tl.constexpr(1 << int(R.DUPLICATE_SECTION))
-B_ORDER: tl.constexpr = tl.constexpr(1 << int(R.SECTION_ORDER))
-B_EMPTY: tl.constexpr = tl.constexpr(1 << int(R.EMPTY_SECTION))
-B_NO_BOX: tl.constexpr = tl.constexpr(1 << int(R.NO_BOXED_STEP))
-B_MALFORMED: tl.constexpr = tl.constexpr(1 << int(R.MALFORMED_STEP))
-B_UNCLOSED_B: tl.constexpr = tl.constexpr(1 << int(R.UNCLOSED_BBOX))
-B_EXTRA_B: tl.constexpr = tl.constexpr(1 << int(R.EXTRA_BBOX))
-B_BAD_BOX: tl.constexpr = tl.constexpr(1 << int(R.BAD_BOX))
-B_HUGE: tl.constexpr = tl.constexpr(1 << int(R.HUGE_COORD))
-B_INVERTED: tl.constexpr = tl.constexpr(1 << int(R.INVERTED_BOX))
-B_BAD_AU: tl.constexpr = tl.constexpr(1 << int(R.BAD_AU))
-B_UNKNOWN_AU: tl.constexpr = tl.constexpr(1 << int(R.UNKNOWN_AU))
-B_MANY_AUS: tl.constexpr = tl.constexpr(1 << int(R.TOO_MANY_AUS))
-B_MANY_PAIRS: tl.constexpr = tl.constexpr(1 << int(R.TOO_MANY_PAIRS))
-B_NOT_LABEL: tl.constexpr = tl.constexpr(1 << int(R.ANSWER_NOT_IN_LABELS))
 MAX_AUS: tl.constexpr = tl.constexpr(MAX_AUS_PER_STEP)
 MAX_PAIRS_C: tl.constexpr = tl.constexpr(MAX_PAIRS)
 LIMIT: tl.constexpr = tl.constexpr(COORD_LIMIT)
@@ -180,22 +156,22 @@ def _scan_aus(buf, rs, a, b, known, aus, n_aus, COLLECT: tl.constexpr):
                 d = _ld(buf, k, b) - 48
                 isd = (d >= 0) & (d <= 9)
                 sig = tl.where(isd & ((sig > 0) | (d != 0)), sig + 1, sig)
-                v = tl.where(isd & (sig <= 3), v * 10 + d, v)
+                v = tl.where(isd & (sig <= _codes.MAX_AU_DIGITS), v * 10 + d, v)
                 k = tl.where(isd, k + 1, k)
                 go = tl.where(isd, 1, 0)
             if k > j:
                 nxt = k
-                if sig > 3:
-                    mask = mask | B_BAD_AU
+                if sig > _codes.MAX_AU_DIGITS:
+                    mask = mask | _codes.BIT_BAD_AU
                 else:
                     kn = tl.load(known + v).to(tl.int32)
                     if kn == 0:
-                        mask = mask | B_UNKNOWN_AU
+                        mask = mask | _codes.BIT_UNKNOWN_AU
                     if COLLECT:
                         dup = tl.sum(tl.where((slots < n_aus) & (aus == v), 1, 0), axis=0)
                         if dup == 0:
                             if n_aus >= MAX_AUS:
-                                mask = mask | B_MANY_AUS
+                                mask = mask | _codes.BIT_TOO_MANY_AUS
                             else:
                                 aus = tl.where(slots == n_aus, v, aus)
                                 n_aus += 1
@@ -228,7 +204,7 @@ def _parse_num(buf, i, b, pow10):
     while go == 1:
         d = _ld(buf, j, b) - 48
         isd = (d >= 0) & (d <= 9)
-        mant = tl.where(isd & (nd < 15), mant * 10 + d, mant)
+        mant = tl.where(isd & (nd < _codes.MAX_NUMBER_DIGITS), mant * 10 + d, mant)
         nd = tl.where(isd, nd + 1, nd)
         j = tl.where(isd, j + 1, j)
         go = tl.where(isd, 1, 0)
@@ -241,7 +217,7 @@ def _parse_num(buf, i, b, pow10):
         while go == 1:
             d = _ld(buf, j, b) - 48
             isd = (d >= 0) & (d <= 9)
-            mant = tl.where(isd & (nd < 15), mant * 10 + d, mant)
+            mant = tl.where(isd & (nd < _codes.MAX_NUMBER_DIGITS), mant * 10 + d, mant)
             nd = tl.where(isd, nd + 1, nd)
             nf = tl.where(isd, nf + 1, nf)
             j = tl.where(isd, j + 1, j)
@@ -251,7 +227,7 @@ def _parse_num(buf, i, b, pow10):
         i = j
     huge = _zero()
     val = mant.to(tl.float64) * 0.0
-    if nd > 15:
+    if nd > _codes.MAX_NUMBER_DIGITS:
         huge = _zero() + 1
     else:
         p = tl.load(pow10 + nf)
@@ -313,11 +289,11 @@ def _parse_box(buf, a, b, pow10):
         bad = _zero() + 1
     status = _zero()
     if bad != 0:
-        status = B_BAD_BOX
+        status = _codes.BIT_BAD_BOX
     elif huge != 0:
-        status = B_HUGE
+        status = _codes.BIT_HUGE_COORD
     elif (x1 >= x2) | (y1 >= y2):
-        status = B_INVERTED
+        status = _codes.BIT_INVERTED_BOX
     return status, x1, y1, x2, y2
 
 
@@ -428,9 +404,9 @@ def _parse_kernel(
         if h > 0:
             seen_h = tl.where(h == 1, seen1, tl.where(h == 2, seen2, seen3))
             if seen_h == 1:
-                mask = mask | B_DUP_S
+                mask = mask | _codes.BIT_DUPLICATE_SECTION
             elif h < max_rank:
-                mask = mask | B_ORDER
+                mask = mask | _codes.BIT_SECTION_ORDER
             active = _zero()
             if (seen_h == 0) & (h != 2):
                 active = h
@@ -480,21 +456,21 @@ def _parse_kernel(
                 if bb >= 0:
                     n_boxed += 1
                     if (n_arr < 2) | (_match(buf, q, le, pats, PO_INSPECT, 7) == 0):
-                        mask = mask | B_MALFORMED
+                        mask = mask | _codes.BIT_MALFORMED_STEP
                     close = _find(buf, bb + 6, le, pats, PO_CBOX, 7)
                     if close < 0:
-                        mask = mask | B_UNCLOSED_B
+                        mask = mask | _codes.BIT_UNCLOSED_BBOX
                     else:
                         st, x1, y1, x2, y2 = _parse_box(buf, bb + 6, close, pow10)
                         if _find(buf, close + 7, le, pats, PO_BBOX, 6) >= 0:
-                            mask = mask | B_EXTRA_B
+                            mask = mask | _codes.BIT_EXTRA_BBOX
                         mask = mask | st
                         if st == 0:
                             n_emit = tl.where(n_aus > 0, n_aus, 1)
                             u = _zero()
                             while u < n_emit:
                                 if total >= MAX_PAIRS_C:
-                                    mask = mask | B_MANY_PAIRS
+                                    mask = mask | _codes.BIT_TOO_MANY_PAIRS
                                     u = n_emit
                                 else:
                                     if total < K:
@@ -512,39 +488,39 @@ def _parse_kernel(
         ls = le + 1
 
     if seen1 == 0:
-        mask = mask | B_MISSING_G
+        mask = mask | _codes.BIT_MISSING_GLOBAL_ANALYSIS
     elif g_nonempty == 0:
-        mask = mask | B_EMPTY
+        mask = mask | _codes.BIT_EMPTY_SECTION
     if seen2 == 0:
-        mask = mask | B_MISSING_V
+        mask = mask | _codes.BIT_MISSING_VERIFICATION_LOOP
     elif n_boxed == 0:
-        mask = mask | B_NO_BOX
+        mask = mask | _codes.BIT_NO_BOXED_STEP
     if seen3 == 0:
-        mask = mask | B_MISSING_C
+        mask = mask | _codes.BIT_MISSING_CONCLUSION
     elif c_nonempty == 0:
-        mask = mask | B_EMPTY
+        mask = mask | _codes.BIT_EMPTY_SECTION
 
     # 3. the answer
     answer = _zero() + -1
     a = rs * 0 - 1
     b = rs * 0 - 1
     if o1 < 0:
-        mask = mask | B_MISSING_A
+        mask = mask | _codes.BIT_MISSING_ANSWER
     elif n_open >= 2:
         if (c1 < 0) | (o2 < c1):
-            mask = mask | B_NESTED_A
+            mask = mask | _codes.BIT_NESTED_ANSWER
         else:
-            mask = mask | B_DUP_A
+            mask = mask | _codes.BIT_DUPLICATE_ANSWER
     elif c1 < 0:
-        mask = mask | B_UNCLOSED_A
+        mask = mask | _codes.BIT_UNCLOSED_ANSWER
     elif n_close >= 2:
-        mask = mask | B_DUP_A
+        mask = mask | _codes.BIT_DUPLICATE_ANSWER
     else:
         a = o1 + 8
         b = c1
         answer = _lookup_answer(buf, a, b, keys, key_len, key_id, n_keys, KEY_W)
         if answer == -1:
-            mask = mask | B_NOT_LABEL
+            mask = mask | _codes.BIT_ANSWER_NOT_IN_LABELS
     tl.store(out_n + row, tl.minimum(total, K))
     tl.store(out_answer + row, answer)
     tl.store(out_span + row * 2, a)
@@ -622,7 +598,7 @@ def finish_on_device(
 ) -> ParsedBatch:
     """Resolve unresolved answers (copying only their bytes) and build the batch."""
     ans = out["answer_id"]
-    need = torch.nonzero(ans == _ANSWER_FALLBACK).flatten()
+    need = torch.nonzero(ans == ANSWER_FALLBACK).flatten()
     if need.numel():
         sp = span[need].cpu().numpy()
         ids = []
@@ -632,7 +608,7 @@ def finish_on_device(
         idt = torch.tensor(ids, dtype=torch.int32, device=ans.device)
         ans[need] = idt
         miss = need[idt < 0]
-        out["reason_mask"][miss] |= _R_NOT_LABEL
+        out["reason_mask"][miss] |= _codes.BIT_ANSWER_NOT_IN_LABELS
     mask = out["reason_mask"]
     return ParsedBatch(
         pred_au=out["pred_au"],
