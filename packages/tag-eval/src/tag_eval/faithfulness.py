@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -59,27 +60,28 @@ FAITHFULNESS_METRICS: tuple[str, ...] = (
     "consistency",
 )
 
-_AU_RE = re.compile(r"\bAU\s*(\d{1,2})\b", re.IGNORECASE)
 _CONCLUSION_RE = re.compile(r"final\s+conclusion\s*:(.*)", re.IGNORECASE)
 
 
 def conclusion_aus(trace: str) -> list[int]:
     """AU numbers named on the trace's ``Final conclusion:`` line, in order, without repeats.
 
+    AU mentions follow the trace grammar (:func:`tag_model.grounding.mentioned_aus`). This
+    line-based reading needs no well-formed trace.
+
     >>> conclusion_aus("Final conclusion: Combined AU6 + AU12 indicate happiness.")
     [6, 12]
     >>> conclusion_aus("no conclusion here AU4")
     []
     """
-    out: list[int] = []
+    from tag_model.grounding import mentioned_aus
+
+    out: dict[int, None] = {}
     for line in trace.splitlines():
         m = _CONCLUSION_RE.search(line)
         if m:
-            for au in _AU_RE.findall(m.group(1)):
-                a = int(au)
-                if a not in out:
-                    out.append(a)
-    return out
+            out.update(dict.fromkeys(mentioned_aus(m.group(1))))
+    return list(out)
 
 
 @dataclass
@@ -177,38 +179,6 @@ class FaithfulnessScores:
         return out
 
 
-def _pad(samples: Sequence[SampleGrounding]):
-    b = len(samples)
-    k = max([len(s.pred_au) for s in samples] + [1])
-    m = max([len(s.ref_au) for s in samples] + [1])
-    pred_boxes = np.zeros((b, k, 4), np.float32)
-    pred_au = np.full((b, k), -1, np.int32)
-    ref_boxes = np.zeros((b, m, 4), np.float32)
-    ref_au = np.full((b, m), -1, np.int32)
-    ref_prob = np.zeros((b, m), np.float32)
-    for i, s in enumerate(samples):
-        pred_boxes[i, : len(s.pred_au)] = s.pred_boxes
-        pred_au[i, : len(s.pred_au)] = s.pred_au
-        ref_boxes[i, : len(s.ref_au)] = s.ref_boxes
-        ref_au[i, : len(s.ref_au)] = s.ref_au
-        ref_prob[i, : len(s.ref_au)] = s.ref_prob
-    return pred_boxes, pred_au, ref_boxes, ref_au, ref_prob
-
-
-def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise IoU of ``a[..., 4]`` and ``b[..., 4]`` (same shape)."""
-    x1 = np.maximum(a[..., 0], b[..., 0])
-    y1 = np.maximum(a[..., 1], b[..., 1])
-    x2 = np.minimum(a[..., 2], b[..., 2])
-    y2 = np.minimum(a[..., 3], b[..., 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
-    union = area_a + area_b - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def _face_boxes(samples: Sequence[SampleGrounding], margin: float) -> np.ndarray:
     """Landmark bounding boxes grown by ``margin`` x face size, ``float[B, 4]`` (nan: none)."""
     out = np.full((len(samples), 4), np.nan, np.float64)
@@ -271,11 +241,14 @@ def score_faithfulness(
     """Score every sample; see the module docstring for each metric's definition.
 
     The grounding F-score is one batched :func:`~tag_kernels.au_reward.au_grounding_reward`
-    call over all samples (``beta``, ``class_aware``, ``empty_value`` are passed through);
-    region IoUs use one :func:`~tag_kernels.landmarks_to_regions` call.
+    call over all samples (``beta``, ``class_aware``, ``empty_value`` are passed through) on
+    both sides padded by :func:`~tag_model.activation.pack_activated`; region boxes come from
+    one :func:`~tag_kernels.landmarks_to_regions` call and their IoUs from one
+    :func:`~tag_kernels.elementwise_box_iou` call (0 for a degenerate box).
     """
-    from tag_kernels import IBUG68_REGIONS, landmarks_to_regions
+    from tag_kernels import IBUG68_REGIONS, elementwise_box_iou, landmarks_to_regions
     from tag_kernels.au_reward import au_grounding_reward
+    from tag_model.activation import pack_activated
 
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must be in [0, 1], got {tau}")
@@ -288,7 +261,13 @@ def score_faithfulness(
         )
 
     has_ref = np.array([s.landmarks is not None and len(s.landmarks) > 0 for s in samples])
-    pred_boxes, pred_au, ref_boxes, ref_au, ref_prob = _pad(samples)
+    # Both sides padded to [B, K] / [B, M] (AU -1 = padding); pairs enter as (au, 1.0, box).
+    pred_boxes, pred_au, _ = pack_activated(
+        [list(zip(s.pred_au, repeat(1.0), s.pred_boxes)) for s in samples]
+    )
+    ref_boxes, ref_au, ref_prob = pack_activated(
+        [list(zip(s.ref_au, s.ref_prob, s.ref_boxes)) for s in samples]
+    )
     valid = pred_au >= 0  # [B, K]
     n_pairs = valid.sum(1).astype(np.int64)
 
@@ -342,7 +321,7 @@ def score_faithfulness(
         regions = np.asarray(landmarks_to_regions(lms, sizes, table), dtype=np.float32)
         rows = np.clip(region_row[idx], 0, None)
         gathered = np.take_along_axis(regions, rows[..., None].repeat(4, -1), axis=1)
-        iou = _pairwise_iou(pred_boxes[idx].astype(np.float64), gathered.astype(np.float64))
+        iou = elementwise_box_iou(pred_boxes[idx], gathered)
         region_miss[idx] = (iou < tau) & has_region[idx]
     n_region_pairs = has_region.sum(1)
 
