@@ -15,7 +15,14 @@ Importing this package is cheap: transformers, peft and torch load on first use.
 """
 
 from ._coords import BackboneAdapter, get_adapter
-from ._families import FAMILIES, FamilySpec, UnknownFamilyError, family_spec, resolve_family
+from ._families import (
+    FAMILIES,
+    FamilySpec,
+    UnknownFamilyError,
+    detect_family,
+    family_spec,
+    resolve_family,
+)
 from ._freeze import (
     PARTS,
     LoraSpec,
@@ -27,7 +34,7 @@ from ._freeze import (
     part_of,
 )
 from ._generate import generate_completions
-from ._loading import BackboneNotFoundError, detect_family, load_backbone
+from ._loading import BackboneNotFoundError, load_backbone
 from ._prompts import (
     DEFAULT_PROMPT_FAMILY,
     PROMPT_STYLES,

@@ -8,13 +8,14 @@ in text. This module holds only plain data; nothing here imports transformers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "FAMILIES",
     "CoordSpace",
     "FamilySpec",
     "UnknownFamilyError",
+    "detect_family",
     "family_spec",
     "resolve_family",
 ]
@@ -167,3 +168,21 @@ def resolve_family(name: str) -> str:
 def family_spec(family: str) -> FamilySpec:
     """The :class:`FamilySpec` of ``family`` (any spelling :func:`resolve_family` accepts)."""
     return _BY_NAME[resolve_family(family)]
+
+
+def detect_family(config: Any) -> str:
+    """The TAG family of a transformers config (from ``config.model_type``).
+
+    Raises:
+        UnknownFamilyError: for a ``model_type`` TAG has no adapter for, listing the known ones.
+    """
+    model_type = getattr(config, "model_type", None)
+    if model_type is None and isinstance(config, dict):
+        model_type = config.get("model_type")
+    try:
+        return resolve_family(str(model_type))
+    except UnknownFamilyError:
+        raise UnknownFamilyError(
+            f"checkpoint model_type {model_type!r} is not a supported backbone family; "
+            f"known families: {', '.join(FAMILIES)}"
+        ) from None

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ._coords import BackboneAdapter, get_adapter
-from ._families import FAMILIES, UnknownFamilyError, family_spec, resolve_family
+from ._families import FAMILIES, UnknownFamilyError, detect_family, family_spec, resolve_family
 
-__all__ = ["BackboneNotFoundError", "detect_family", "load_backbone"]
+__all__ = ["BackboneNotFoundError", "load_backbone"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -64,24 +64,6 @@ def _download_hint(name_or_path: str, family: str | None, reason: str) -> str:
         f"then pass that folder: load_backbone({local!r}).\n"
         f"Known families: {', '.join(FAMILIES)}; for offline tests use make_tiny_vlm(family)."
     )
-
-
-def detect_family(config: Any) -> str:
-    """The TAG family of a transformers config (from ``config.model_type``).
-
-    Raises:
-        UnknownFamilyError: for a ``model_type`` TAG has no adapter for, listing the known ones.
-    """
-    model_type = getattr(config, "model_type", None)
-    if model_type is None and isinstance(config, dict):
-        model_type = config.get("model_type")
-    try:
-        return resolve_family(str(model_type))
-    except UnknownFamilyError:
-        raise UnknownFamilyError(
-            f"checkpoint model_type {model_type!r} is not a supported backbone family; "
-            f"known families: {', '.join(FAMILIES)}"
-        ) from None
 
 
 def load_backbone(

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ._families import family_spec
+from ._families import detect_family, family_spec
 
 __all__ = [
     "TINY_SPECIAL_TOKENS",
@@ -380,8 +380,6 @@ def load_processor(name_or_path: str | Path, **kwargs: Any) -> Any:
         if _torchvision_available():
             raise
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
-
-    from ._loading import detect_family
 
     spec = family_spec(detect_family(AutoConfig.from_pretrained(name_or_path)))
     image_processor = AutoImageProcessor.from_pretrained(name_or_path, backend="pil", **kwargs)

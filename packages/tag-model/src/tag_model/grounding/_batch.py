@@ -29,6 +29,7 @@ from ._codes import (
     ParsedBatch,
     label_table,
 )
+from ._completions import completion_texts
 from ._scanner import scan_batch
 from ._tokens import TokenBytes, gather_tokens, row_bytes, token_bytes
 
@@ -46,8 +47,6 @@ def _lowest_bit(mask: np.ndarray) -> np.ndarray:
 
 def _as_texts(items: Sequence[Any]) -> list[str]:
     """Completions as strings, by the one rule of :func:`completion_text`."""
-    from ._completions import completion_texts
-
     return completion_texts(items)
 
 
