@@ -531,8 +531,8 @@ def _scan_batch_parallel(
 PARALLEL_MIN_BYTES = 1 << 21
 """Buffers shorter than this (2 Mi elements: bytes, or code points for strings) are scanned on
 one thread: at B=512 x 600 characters a single thread takes ~0.8 ms, and thread start-up and
-contention on a busy machine cost more than they save (measured 1.6 ms serial vs 12-20 ms
-parallel on a loaded 2-core box, before the merged walk)."""
+contention on a busy machine cost more than they save (``bench/bench_parse.py`` and
+``bench/bench_reward_e2e.py`` measure both at that size)."""
 
 
 def scan_batch(buf, offsets, keys, key_len, key_id, out_au, out_box, n_pairs, answer, span, mask):
