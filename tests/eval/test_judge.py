@@ -7,6 +7,8 @@ import json
 
 import pytest
 from tag_eval import EvalInputError
+from tag_eval._records import load_run
+from tag_eval.human_study import export_human_study, import_answers
 from tag_eval.judge import (
     CRITERIA,
     JudgeClient,
@@ -14,8 +16,6 @@ from tag_eval.judge import (
     JudgeError,
     combine_swapped,
     compare_runs,
-    export_human_study,
-    import_answers,
     pair_runs,
     parse_verdict,
     summarize_outcomes,
@@ -178,7 +178,7 @@ def test_pair_runs_rejects_mismatched_runs(crafted_runs, tmp_path):
     from .conftest import write_run
 
     a, _ = crafted_runs
-    _, recs = __import__("tag_eval._records", fromlist=["load_run"]).load_run(a)
+    _, recs = load_run(a)
     other = write_run(
         tmp_path / "ferplus_run", [{**r, "label": "neutral"} for r in recs], space=("ferplus", [])
     )

@@ -228,15 +228,18 @@ def test_changed_settings_refuse_to_resume(rafdb_root, tmp_path):
 
 
 def test_corrupt_middle_line_names_file_and_line(tmp_path):
-    from tag_eval._records import read_jsonl
+    from tag_eval._records import read_records
 
     p = tmp_path / "s.jsonl"
     p.write_text('{"id": 1}\n{oops\n{"id": 3}\n')
     with pytest.raises(EvalInputError, match=r"s.jsonl:2: invalid JSONL record"):
-        read_jsonl(p)
+        read_records(p)
     p.write_text('{"id": 1}\n{"id": 2')
-    recs, valid = read_jsonl(p)
+    recs, valid = read_records(p)
     assert recs == [{"id": 1}] and valid == len('{"id": 1}\n')
+    assert p.read_text() == '{"id": 1}\n{"id": 2'  # reading alone leaves the file as it is
+    assert read_records(p, repair=True) == (recs, valid)
+    assert p.read_text() == '{"id": 1}\n'  # repair cuts the torn line off
 
 
 def test_help_explains_subcommands(capsys):

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from tag_model.jsonl import JsonlError, read_jsonl
 
 __all__ = [
     "METRICS_NAME",
     "RUN_META_NAME",
     "SAMPLES_NAME",
     "EvalInputError",
-    "append_records",
     "check_records_label_space",
+    "group_pairs",
+    "load_record_image",
     "load_run",
-    "read_jsonl",
+    "read_records",
     "read_run_meta",
     "write_json",
 ]
@@ -39,47 +42,15 @@ class EvalInputError(ValueError):
     """Bad user input (paths, datasets, run directories); the message says what and where."""
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], int]:
-    """Records of a JSONL file, tolerating a truncated last line.
-
-    Returns ``(records, n_bytes_valid)``. Every record is written with its newline in one
-    write, so a last line without a newline is an interrupted write: it is dropped and
-    ``n_bytes_valid`` is where it starts, so the caller can truncate the file there before
-    appending. A bad complete line raises :class:`EvalInputError` naming the file, line
-    number and the start of the line.
-    """
-    p = Path(path)
-    if not p.exists():
-        return [], 0
-    data = p.read_bytes()
-    *complete, tail = data.split(b"\n")
-    records: list[dict[str, Any]] = []
-    for lineno, raw in enumerate(complete, start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-            if not isinstance(rec, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            snippet = raw[:80].decode("utf-8", "replace")
-            raise EvalInputError(
-                f"{p}:{lineno}: invalid JSONL record ({exc}): {snippet!r}"
-            ) from exc
-        records.append(rec)
-    return records, len(data) - len(tail)
-
-
-def append_records(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> None:
-    """Append records as JSON lines, flushed and fsynced (one batch = one durable write)."""
-    p = Path(path)
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if not payload:
-        return
-    with p.open("a", encoding="utf-8") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
+def read_records(
+    path: str | os.PathLike[str], *, repair: bool = False
+) -> tuple[list[dict[str, Any]], int]:
+    """:func:`tag_model.jsonl.read_jsonl` (a torn last line dropped, with ``repair`` also cut
+    off the file), a corrupt line raised as :class:`EvalInputError` naming file and line."""
+    try:
+        return read_jsonl(path, repair=repair)
+    except JsonlError as exc:
+        raise EvalInputError(str(exc)) from exc
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -131,6 +102,32 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict
     """``(meta, records)`` of a finished or partial run, label space checked."""
     meta = read_run_meta(run_dir)
     path = Path(run_dir) / SAMPLES_NAME
-    records, _ = read_jsonl(path)
+    records, _ = read_records(path)
     check_records_label_space(records, meta, path)
     return meta, records
+
+
+def load_record_image(rec: Mapping[str, Any], run_dir: str | os.PathLike[str] | None = None):
+    """The record's image (``image_file``, relative to ``run_dir`` if not absolute) or ``None``."""
+    from PIL import Image
+
+    p = rec.get("image_file")
+    if p:
+        path = Path(p)
+        if not path.is_absolute() and run_dir is not None:
+            path = Path(run_dir) / path
+        if path.exists():
+            with Image.open(path) as im:
+                return im.convert("RGB")
+    return None
+
+
+def group_pairs(
+    pairs: Sequence[Mapping[str, Any]], scale: float = 1.0
+) -> list[tuple[tuple[int, ...], list[float]]]:
+    """``(aus, box)`` per distinct box (a step "AU4 AU9 <bbox>" gives two pairs, one box),
+    boxes multiplied by ``scale``, in first-seen order."""
+    out: dict[tuple[float, ...], list[int]] = {}
+    for p in pairs:
+        out.setdefault(tuple(float(v) for v in p["box"]), []).append(int(p["au"]))
+    return [(tuple(aus), [v * scale for v in box]) for box, aus in out.items()]

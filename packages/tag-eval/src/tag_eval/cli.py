@@ -40,6 +40,9 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tag-eval`` argument parser (``run``, ``compare``, ``report``)."""
+    from tag_eval.run import DATASETS, PROMPTS
+
     p = argparse.ArgumentParser(
         prog="tag-eval",
         description=_DESCRIPTION,
@@ -54,16 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate, parse and score a model on a FER dataset.",
     )
     r.add_argument("--model", required=True, help="checkpoint directory or hub id")
-    r.add_argument(
-        "--dataset",
-        required=True,
-        choices=["rafdb", "ferplus", "affectnet", "affectnet7", "affectnet8", "folder"],
-    )
+    r.add_argument("--dataset", required=True, choices=DATASETS)
     r.add_argument("--root", required=True, help="dataset root directory")
     r.add_argument("--split", default="test", help="dataset split (default: test)")
     r.add_argument(
         "--prompt",
-        choices=["grounded", "compact", "zeroshot"],
+        choices=PROMPTS,
         default="grounded",
         help="TAG's AU-grounded prompt, its one-line 'compact' form (for students trained "
         "with tag-train traces --prompt_style compact), or the zero-shot baseline "
@@ -77,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--detector",
         default="geometric",
-        help="AU detector: 'geometric' (on landmarks) or 'openface:PATH.csv'",
+        help="AU detector: 'geometric' (on landmarks), 'openface:FILE.csv' (frame k is sample "
+        "k-1) or 'openface:DIR' (one CSV per image, named by its stem)",
     )
     r.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
     r.add_argument("--family", help="backbone family (default: from the checkpoint's config)")
@@ -195,7 +195,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 def _cmd_compare(a: argparse.Namespace) -> int:
     from tag_eval._records import EvalInputError
-    from tag_eval.judge import JudgeConfig, compare_runs, import_answers
+    from tag_eval.human_study import import_answers
+    from tag_eval.judge import JudgeConfig, compare_runs
 
     if a.import_answers:
         res = import_answers(a.import_answers, a.key)

@@ -1,6 +1,8 @@
-"""Classification metrics and confidence intervals.
+"""Classification metrics, confidence intervals, and the scoring of a whole run.
 
-All functions are plain NumPy. A prediction of ``-1`` means "no answer" (the trace did not
+The metric functions are plain NumPy; :func:`compute_metrics` scores a run directory
+(classification, faithfulness, parse rates, timing) and :func:`plot_confusion` draws its
+confusion matrix. A prediction of ``-1`` means "no answer" (the trace did not
 parse or named no known emotion): it counts as wrong for accuracy and as a false negative of
 the true class for F1, but is no false positive of any class. It is shown in the confusion
 matrix's separate ``unanswered`` column.
@@ -13,20 +15,28 @@ matrix's separate ``unanswered`` column.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tag_eval._records import METRICS_NAME, SAMPLES_NAME, EvalInputError, load_run, write_json
 
 __all__ = [
     "MeanCI",
     "accuracy",
     "bootstrap_ci",
     "classification_metrics",
+    "compute_metrics",
     "confusion_matrix",
     "macro_f1",
     "per_class_accuracy",
     "per_class_f1",
+    "plot_confusion",
     "wilson_ci",
 ]
 
@@ -223,3 +233,111 @@ def wilson_ci(successes: int, n: int, *, level: float = 0.95) -> tuple[float, fl
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+def compute_metrics(
+    run_dir: str | os.PathLike[str],
+    *,
+    tau: float = 0.3,
+    face_margin: float = 0.1,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Score every record of a run; writes ``metrics.json`` and ``confusion.png``.
+
+    Classification (:func:`classification_metrics`, accuracy with a :func:`bootstrap_ci`),
+    faithfulness (:mod:`tag_eval.faithfulness`), parse rates with the most common parse
+    errors, and timing.
+    """
+    from tag_eval.faithfulness import (  # it imports this module
+        grounding_from_record,
+        score_faithfulness,
+        summarize_faithfulness,
+    )
+
+    out = Path(run_dir)
+    meta, records = load_run(out)
+    names = meta["label_space"]["names"]
+    if not records:
+        raise EvalInputError(f"{out / SAMPLES_NAME}: no samples to score")
+    y = [r["label_id"] for r in records]
+    p = [r["prediction_id"] for r in records]
+    cls = classification_metrics(y, p, names)
+    cls["accuracy_ci"] = dict(
+        bootstrap_ci([float(r["correct"]) for r in records], n_boot=n_boot, level=level, seed=seed)
+    )
+    scores = score_faithfulness(
+        [grounding_from_record(r) for r in records], tau=tau, face_margin=face_margin
+    )
+    faith = summarize_faithfulness(scores, n_boot=n_boot, level=level, seed=seed)
+    faith["face_margin"] = face_margin
+    reasons: Counter[str] = Counter()
+    for r in records:
+        for reason in r["parse"]["reasons"]:
+            reasons[re.sub(r"\d+", "N", str(reason))[:80]] += 1
+    secs = [r["timing"]["seconds"] for r in records]
+    new_tok = [r["timing"]["new_tokens"] for r in records]
+    metrics = {
+        "run": {k: meta.get(k) for k in ("model", "dataset", "split", "prompt", "seed", "family")},
+        "label_space": meta["label_space"],
+        "classification": cls,
+        "faithfulness": faith,
+        "parse": {
+            "format_ok_rate": float(np.mean([r["parse"]["format_ok"] for r in records])),
+            "answer_ok_rate": float(np.mean([r["parse"]["answer_ok"] for r in records])),
+            "top_reasons": reasons.most_common(10),
+            "faces_found": int(sum(r["landmarks"] is not None for r in records)),
+        },
+        "timing": {
+            "seconds_total": float(np.sum(secs)),
+            "seconds_per_sample": float(np.mean(secs)),
+            "new_tokens_per_second": float(np.sum(new_tok) / max(np.sum(secs), 1e-9)),
+        },
+        "per_sample_faithfulness": {r["id"]: scores.per_sample(i) for i, r in enumerate(records)},
+    }
+    write_json(out / METRICS_NAME, metrics)
+    plot_confusion(cls, out / "confusion.png", title=f"{meta.get('model')} — {meta.get('dataset')}")
+    return metrics
+
+
+def plot_confusion(
+    cls: Mapping[str, Any], path: str | os.PathLike[str], *, title: str = ""
+) -> None:
+    """Row-normalised confusion matrix with counts (plus an ``unanswered`` column) as a PNG."""
+    from matplotlib.figure import Figure
+
+    names = list(cls["labels"])
+    cm = np.asarray(cls["confusion"], dtype=np.float64)
+    un = np.asarray(cls["unanswered"], dtype=np.float64)[:, None]
+    full = np.concatenate([cm, un], axis=1)
+    rows = full.sum(1, keepdims=True)
+    norm = np.divide(full, rows, out=np.zeros_like(full), where=rows > 0)
+    c = len(names)
+    fig = Figure(figsize=(1.0 + 0.8 * (c + 1), 1.0 + 0.7 * c), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(c + 1), [*names, "unanswered"], rotation=45, ha="right")
+    ax.set_yticks(range(c), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc = cls.get("accuracy")
+    ax.set_title(
+        f"{title}\naccuracy {acc:.3f}" if acc is not None and math.isfinite(acc) else title,
+        fontsize=9,
+    )
+    for i in range(c):
+        for j in range(c + 1):
+            if full[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    str(int(full[i, j])),
+                    ha="center",
+                    va="center",
+                    color="white" if norm[i, j] > 0.5 else "black",
+                    fontsize=8,
+                )
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path)

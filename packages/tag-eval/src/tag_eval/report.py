@@ -27,10 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from tag_eval._records import METRICS_NAME, EvalInputError, load_run
+from tag_eval._records import (
+    METRICS_NAME,
+    EvalInputError,
+    group_pairs,
+    load_record_image,
+    load_run,
+)
 from tag_eval.faithfulness import FAITHFULNESS_METRICS
-from tag_eval.judge import CRITERIA, group_pairs, load_record_image
-from tag_eval.run import compute_metrics, plot_confusion
+from tag_eval.judge import CRITERIA
+from tag_eval.metrics import compute_metrics, plot_confusion
 
 __all__ = ["build_report", "render_report"]
 

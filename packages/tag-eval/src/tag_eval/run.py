@@ -22,40 +22,29 @@ Each record::
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tag_model.jsonl import append_jsonl
 
+from tag_eval._detectors import Detector
 from tag_eval._records import (
-    METRICS_NAME,
     RUN_META_NAME,
     SAMPLES_NAME,
     EvalInputError,
-    append_records,
     check_records_label_space,
-    read_jsonl,
+    read_records,
     read_run_meta,
     write_json,
 )
-from tag_eval.faithfulness import grounding_from_record, score_faithfulness, summarize_faithfulness
-from tag_eval.metrics import bootstrap_ci, classification_metrics
+from tag_eval.metrics import compute_metrics
 
-__all__ = [
-    "DATASETS",
-    "PROMPTS",
-    "RunConfig",
-    "compute_metrics",
-    "load_eval_dataset",
-    "plot_confusion",
-    "run_eval",
-]
+__all__ = ["DATASETS", "PROMPTS", "RunConfig", "load_eval_dataset", "run_eval"]
 
 #: ``grounded``: TAG's full AU-grounded instruction; ``compact``: the same request in one line
 #: (for students fine-tuned with ``tag-train traces --prompt_style compact``); ``zeroshot``:
@@ -120,11 +109,12 @@ def load_eval_dataset(
 ) -> tuple[Any, Any]:
     """``(datasets.Dataset, LabelSpace)`` for ``--dataset``/``--root``/``--split``.
 
-    ``label_space`` applies to ``folder`` datasets (default: the eight canonical classes).
-    Loader errors (missing files, malformed lines) and an empty dataset become
+    Reads through :func:`tag_model.datasets.load_fer_dataset`; ``affectnet`` is AffectNet-8.
+    ``label_space`` applies to ``folder`` datasets (default: the eight canonical classes); for
+    a folder, ``split`` ``""`` or ``"all"`` reads the whole folder. Loader errors (missing
+    files, malformed lines), a missing split and an empty dataset become
     :class:`EvalInputError` naming the dataset, root and split.
     """
-    from tag_model import datasets as tmd
     from tag_model.au import (
         AFFECTNET7,
         AFFECTNET8,
@@ -134,6 +124,7 @@ def load_eval_dataset(
         LabelSpace,
         get_label_space,
     )
+    from tag_model.datasets import load_fer_dataset
 
     key = name.strip().lower()
     if key not in DATASETS:
@@ -143,24 +134,30 @@ def load_eval_dataset(
     rootp = Path(root)
     if not rootp.exists():
         raise EvalInputError(f"dataset root not found: {rootp}")
+    kwargs: dict[str, Any] = {}
+    if key == "folder":
+        expected = (
+            get_label_space(label_space)
+            if label_space
+            else LabelSpace("canonical", CANONICAL_LABELS)
+        )
+        kwargs["label_space"] = expected
+        split_arg = None if split in ("", "all", None) else split
+    else:
+        if not split:
+            raise EvalInputError(f"cannot load {key} from {rootp}: no split given")
+        expected = {
+            "rafdb": RAFDB,
+            "ferplus": FERPLUS,
+            "affectnet": AFFECTNET8,
+            "affectnet7": AFFECTNET7,
+            "affectnet8": AFFECTNET8,
+        }[key]
+        if key.startswith("affectnet"):
+            kwargs["classes"] = len(expected)
+        split_arg = split
     try:
-        if key == "folder":
-            expected = (
-                get_label_space(label_space)
-                if label_space
-                else LabelSpace("canonical", CANONICAL_LABELS)
-            )
-            sub = None if split in ("", "all", None) else split
-            ds = tmd.load_folder(rootp, sub, label_space=expected)
-        elif key.startswith("affectnet"):
-            expected = AFFECTNET7 if key == "affectnet7" else AFFECTNET8
-            ds = tmd.load_affectnet(rootp, split, classes=len(expected))
-        elif key == "rafdb":
-            expected = RAFDB
-            ds = tmd.load_rafdb(rootp, split)
-        else:
-            expected = FERPLUS
-            ds = tmd.load_ferplus(rootp, split)
+        ds = load_fer_dataset(key, rootp, split_arg, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise EvalInputError(f"cannot load {key} from {rootp} (split {split!r}): {exc}") from exc
     if len(ds) == 0:
@@ -168,62 +165,6 @@ def load_eval_dataset(
     names = tuple(ds.features["label_id"].names)
     space = expected if tuple(expected.names) == names else LabelSpace("custom", names)
     return ds, space
-
-
-# ----------------------------------------------------------------------------- detector
-
-
-class _Detector:
-    """The AU detector chosen by ``--detector``.
-
-    ``geometric``: :class:`tag_model.detectors.GeometricAUDetector` on the landmarks.
-    ``openface:FILE.csv``: one OpenFace 2.0 CSV whose frame ``k`` (1-based, as
-    ``FeatureExtraction`` numbers an image sequence) is dataset sample ``k - 1``.
-    ``openface:DIR``: one CSV per image, ``DIR/<image stem>.csv`` (``FaceLandmarkImg
-    -out_dir`` output). A sample with no CSV row gets no activated AUs.
-    """
-
-    def __init__(self, spec: str) -> None:
-        from tag_model import detectors
-
-        self.spec = spec
-        self.kind = spec.split(":", 1)[0]
-        self._detectors = detectors
-        self._per_image: dict[str, Any] = {}
-        if spec == "geometric":
-            self.impl = detectors.GeometricAUDetector()
-        elif self.kind == "openface" and ":" in spec:
-            self.path = Path(spec.split(":", 1)[1])
-            if not self.path.exists():
-                raise EvalInputError(f"OpenFace CSV (or folder of CSVs) not found: {self.path}")
-            self.impl = None if self.path.is_dir() else self._load(self.path)
-        else:
-            raise EvalInputError(
-                f"unknown detector {spec!r}; use 'geometric', 'openface:FILE.csv' or 'openface:DIR'"
-            )
-
-    def _load(self, csv_path: Path) -> Any:
-        try:
-            return self._detectors.OpenFaceCSVDetector(csv_path)
-        except (OSError, ValueError) as exc:
-            raise EvalInputError(f"cannot read OpenFace CSV {csv_path}: {exc}") from exc
-
-    def predict(
-        self, image: Any, landmarks: np.ndarray | None, index: int, path: str | None
-    ) -> dict[int, float]:
-        if self.kind == "geometric":
-            if landmarks is None:
-                return {}
-            return self.impl.predict(image=image, landmarks=landmarks)
-        if self.impl is not None:
-            return self.impl.predict(frame=index + 1)
-        stem = Path(path).stem if path else f"{index:06d}"
-        csv_path = self.path / f"{stem}.csv"
-        if not csv_path.exists():
-            return {}
-        if stem not in self._per_image:
-            self._per_image[stem] = self._load(csv_path)
-        return self._per_image[stem].predict()
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -297,7 +238,7 @@ def _meta(cfg: RunConfig, space: Any, n_total: int, generator: Any) -> dict[str,
 def _check_resume(out: Path, cfg: RunConfig, space: Any) -> dict[str, Any] | None:
     if not (out / RUN_META_NAME).exists():
         if (out / SAMPLES_NAME).exists():
-            recs, _ = read_jsonl(out / SAMPLES_NAME)
+            recs, _ = read_records(out / SAMPLES_NAME)
             fake = {"label_space": {"name": space.name, "names": list(space.names)}}
             check_records_label_space(recs, fake, out / SAMPLES_NAME)
         return None
@@ -330,7 +271,8 @@ def _record_id(path: Any, index: int, seen: set[str]) -> str:
 
 
 def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -> dict[str, Any]:
-    """Run (or resume) an evaluation and return its metrics (also written to the run dir)."""
+    """Run (or resume) an evaluation and return its metrics (also written to the run dir,
+    by :func:`tag_eval.metrics.compute_metrics`)."""
     import torch
     from tag_model.activation import build_activated_list
     from tag_model.faces import dlib_landmarks
@@ -350,16 +292,13 @@ def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     previous = _check_resume(out, cfg, space)
-    detector = _Detector(cfg.detector)
+    detector = Detector(cfg.detector)
 
     samples_path = out / SAMPLES_NAME
-    done, valid_bytes = read_jsonl(samples_path)
+    done, _ = read_records(samples_path, repair=True)  # a torn last line is cut off
     check_records_label_space(
         done, {"label_space": {"name": space.name, "names": list(names)}}, samples_path
     )
-    if samples_path.exists() and valid_bytes < samples_path.stat().st_size:
-        with samples_path.open("r+b") as fh:  # drop the truncated last line
-            fh.truncate(valid_bytes)
     done_ids = {r["id"] for r in done}
 
     n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
@@ -455,7 +394,7 @@ def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -
                 },
             )
             records.append(rec)
-        append_records(samples_path, records)
+        append_jsonl(samples_path, records)
         done_ids.update(r["id"] for r in records)
 
     return compute_metrics(
@@ -475,105 +414,3 @@ def _image_file(root: Path, path: Any, image: Any, out: Path, rid: str) -> str:
     if not dest.exists():
         image.save(dest)
     return str(dest.relative_to(out))
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def compute_metrics(
-    run_dir: str | os.PathLike[str],
-    *,
-    tau: float = 0.3,
-    face_margin: float = 0.1,
-    n_boot: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """Score every record of a run; writes ``metrics.json`` and ``confusion.png``."""
-    from tag_eval._records import load_run
-
-    out = Path(run_dir)
-    meta, records = load_run(out)
-    names = meta["label_space"]["names"]
-    if not records:
-        raise EvalInputError(f"{out / SAMPLES_NAME}: no samples to score")
-    y = [r["label_id"] for r in records]
-    p = [r["prediction_id"] for r in records]
-    cls = classification_metrics(y, p, names)
-    cls["accuracy_ci"] = dict(
-        bootstrap_ci([float(r["correct"]) for r in records], n_boot=n_boot, level=level, seed=seed)
-    )
-    scores = score_faithfulness(
-        [grounding_from_record(r) for r in records], tau=tau, face_margin=face_margin
-    )
-    faith = summarize_faithfulness(scores, n_boot=n_boot, level=level, seed=seed)
-    faith["face_margin"] = face_margin
-    reasons: Counter[str] = Counter()
-    for r in records:
-        for reason in r["parse"]["reasons"]:
-            reasons[re.sub(r"\d+", "N", str(reason))[:80]] += 1
-    secs = [r["timing"]["seconds"] for r in records]
-    new_tok = [r["timing"]["new_tokens"] for r in records]
-    metrics = {
-        "run": {k: meta.get(k) for k in ("model", "dataset", "split", "prompt", "seed", "family")},
-        "label_space": meta["label_space"],
-        "classification": cls,
-        "faithfulness": faith,
-        "parse": {
-            "format_ok_rate": float(np.mean([r["parse"]["format_ok"] for r in records])),
-            "answer_ok_rate": float(np.mean([r["parse"]["answer_ok"] for r in records])),
-            "top_reasons": reasons.most_common(10),
-            "faces_found": int(sum(r["landmarks"] is not None for r in records)),
-        },
-        "timing": {
-            "seconds_total": float(np.sum(secs)),
-            "seconds_per_sample": float(np.mean(secs)),
-            "new_tokens_per_second": float(np.sum(new_tok) / max(np.sum(secs), 1e-9)),
-        },
-        "per_sample_faithfulness": {r["id"]: scores.per_sample(i) for i, r in enumerate(records)},
-    }
-    write_json(out / METRICS_NAME, metrics)
-    plot_confusion(cls, out / "confusion.png", title=f"{meta.get('model')} — {meta.get('dataset')}")
-    return metrics
-
-
-def plot_confusion(
-    cls: Mapping[str, Any], path: str | os.PathLike[str], *, title: str = ""
-) -> None:
-    """Row-normalised confusion matrix with counts (plus an ``unanswered`` column) as a PNG."""
-    from matplotlib.figure import Figure
-
-    names = list(cls["labels"])
-    cm = np.asarray(cls["confusion"], dtype=np.float64)
-    un = np.asarray(cls["unanswered"], dtype=np.float64)[:, None]
-    full = np.concatenate([cm, un], axis=1)
-    rows = full.sum(1, keepdims=True)
-    norm = np.divide(full, rows, out=np.zeros_like(full), where=rows > 0)
-    c = len(names)
-    fig = Figure(figsize=(1.0 + 0.8 * (c + 1), 1.0 + 0.7 * c), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    ax.set_xticks(range(c + 1), [*names, "unanswered"], rotation=45, ha="right")
-    ax.set_yticks(range(c), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    acc = cls.get("accuracy")
-    ax.set_title(
-        f"{title}\naccuracy {acc:.3f}" if acc is not None and math.isfinite(acc) else title,
-        fontsize=9,
-    )
-    for i in range(c):
-        for j in range(c + 1):
-            if full[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    str(int(full[i, j])),
-                    ha="center",
-                    va="center",
-                    color="white" if norm[i, j] > 0.5 else "black",
-                    fontsize=8,
-                )
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path)
