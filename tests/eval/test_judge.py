@@ -133,6 +133,17 @@ def test_compare_runs_with_content_judge(
     assert first[0]["type"] == "image_url" and first[0]["image_url"]["url"].startswith(
         "data:image/png;base64,"
     )
+    second = chat_server.requests[1]["body"]["messages"][-1]["content"]
+
+    def explanations(content):
+        a_and_b = content[-1]["text"].split("\n\nWhich is better")[0]
+        a_text, b_text = a_and_b.removeprefix("Explanation A:\n").split("\n\nExplanation B:\n")
+        return a_text, b_text
+
+    good0, poor0 = load_run(a)[1][0], load_run(b)[1][0]
+    first_a, first_b = explanations(first)
+    assert first_a.startswith(good0["trace"]) and first_b.startswith(poor0["trace"])
+    assert explanations(second) == (first_b, first_a)
     # the key is never written anywhere
     for f in out.iterdir():
         assert "sk-secret-do-not-log" not in f.read_text()

@@ -157,9 +157,10 @@ def test_parse_converts_boxes_and_never_raises():
         "<answer> happiness </answer><answer> sadness </answer>",
     ]:
         q = _parse(junk, names, ad, (200, 100))
-        assert q["prediction_id"] in (-1, 0, 1)
-        if not q["parse"]["format_ok"]:
-            assert q["parse"]["reasons"]
+        # no junk has the trace's sections, and none names exactly one known answer
+        assert q["prediction_id"] == -1 and q["prediction"] is None, junk
+        assert not q["parse"]["format_ok"] and not q["parse"]["answer_ok"]
+        assert q["parse"]["reasons"] and q["pred_pairs"] == []
     assert _parse("<answer> fear </answer>", names, ad, (10, 10))["prediction_id"] == -1
 
 
