@@ -42,9 +42,7 @@ def test_template_traces_parse_and_ground_every_au():
     # AU12 and AU25 share one box: one step grounds both, as in the authors' "AU4 AU9" step
     assert sorted(a for s in p.steps for a in s.aus) == [6, 12, 25]
     assert any(sorted(s.aus) == [12, 25] for s in p.steps)
-    assert [s.box for s in p.steps if 6 in s.aus] == [[223.0, 402.0, 759.0, 536.0]] or [
-        tuple(s.box) for s in p.steps if 6 in s.aus
-    ] == [(223.0, 402.0, 759.0, 536.0)]
+    assert [tuple(s.box) for s in p.steps if 6 in s.aus] == [(223.0, 402.0, 759.0, 536.0)]
 
 
 def test_template_wording_varies_and_is_deterministic():
@@ -52,9 +50,8 @@ def test_template_wording_varies_and_is_deterministic():
     texts = {t.write(_req(i)) for i in range(12)}
     assert len(texts) >= 6
     assert t.write(_req(3)) == TemplateTeacher(seed=0).write(_req(3))
-    assert t.write(_req(3)) != t.write(_req(3, attempt=1)) or t.write(_req(4)) != t.write(
-        _req(4, attempt=1)
-    )
+    # a retry (the next attempt) is worded anew
+    assert sum(t.write(_req(i)) != t.write(_req(i, attempt=1)) for i in range(12)) >= 6
     compact = TemplateTeacher(seed=0, style="compact").write(_req())
     assert len(compact) < len(t.write(_req()))
 
