@@ -259,7 +259,7 @@ def test_compact_style_is_short_and_names_the_labels(tiny, face: Image.Image) ->
 
     assert PROMPT_STYLES == ("full", "compact")
     full = build_messages(face, LABELS)[0]["content"][1]["text"]
-    compact = get_adapter("qwen2_vl").build_messages(face, LABELS, style="compact")
+    compact = build_messages(face, LABELS, family=get_adapter("qwen2_vl"), style="compact")
     text = compact[0]["content"][1]["text"]
     assert all(n in text for n in LABELS) and "\n" not in text
     _, processor = tiny["qwen2_vl"]
@@ -280,7 +280,7 @@ def test_zero_shot_and_system_and_label_spaces() -> None:
     assert all(n in text for n in RAFDB.names)
     by_name = build_messages(None, "rafdb")[0]["content"][1]["text"]
     assert all(n in by_name for n in RAFDB.names)
-    assert isinstance(get_adapter("qwen2_5_vl").build_messages(None, LABELS), list)
+    assert isinstance(build_messages(None, LABELS, family=get_adapter("qwen2_5_vl")), list)
     with pytest.raises(ValueError):
         build_messages(None, [])
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tag_model.backbones import build_messages
 from tag_model.jsonl import append_jsonl
 
 from tag_eval._detectors import Detector
@@ -335,7 +336,7 @@ def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -
     adapter = generator.adapter if generator is not None else None
 
     def messages(im: Any) -> list[dict[str, Any]]:
-        return adapter.build_messages(im, names, grounded=grounded, style=style)
+        return build_messages(im, names, grounded=grounded, family=adapter, style=style)
 
     for batch in iterator:
         rows = [ds[i] for i in batch]

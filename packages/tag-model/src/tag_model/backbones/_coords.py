@@ -262,22 +262,6 @@ class BackboneAdapter:
             text += f" The image is {w}x{h} pixels."
         return text
 
-    def build_messages(
-        self,
-        image: Any,
-        labels: Any,
-        *,
-        grounded: bool = True,
-        system: str | None = None,
-        style: str = "full",
-    ) -> list[dict[str, Any]]:
-        """:func:`tag_model.backbones.build_messages` with this adapter's convention."""
-        from ._prompts import build_messages
-
-        return build_messages(
-            image, labels, grounded=grounded, system=system, family=self, style=style
-        )
-
 
 def get_adapter(
     family: str,

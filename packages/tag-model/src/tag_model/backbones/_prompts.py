@@ -11,10 +11,9 @@ trainers understand::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._coords import BackboneAdapter
+from ._coords import BackboneAdapter, get_adapter
 
 __all__ = [
     "DEFAULT_PROMPT_FAMILY",
@@ -66,8 +65,6 @@ def _label_names(labels: Any) -> tuple[str, ...]:
 
 
 def _adapter(family: str | BackboneAdapter | None) -> BackboneAdapter:
-    from ._coords import BackboneAdapter, get_adapter
-
     if isinstance(family, BackboneAdapter):
         return family
     return get_adapter(family or DEFAULT_PROMPT_FAMILY)

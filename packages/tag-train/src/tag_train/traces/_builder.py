@@ -529,12 +529,14 @@ def student_prompt(
     before the user text and fills it from the ``image`` column.
     """
     from PIL import Image
+    from tag_model.backbones import build_messages
     from tag_model.grounding import content_text
 
-    msgs = adapter.build_messages(
+    msgs = build_messages(
         Image.new("RGB", tuple(int(v) for v in image_size)),
         tuple(labels),
         grounded=True,
+        family=adapter,
         style=style,
     )
     return [{"role": str(m["role"]), "content": content_text(m.get("content"))} for m in msgs]
