@@ -215,3 +215,52 @@ def test_empty_batch():
     s = score_faithfulness([])
     assert s.grounding_f.shape == (0,)
     assert summarize_faithfulness(s)["grounding_f"]["n"] == 0
+
+
+def test_unparsed_completion_scores_zero_whatever_the_activated_list():
+    r6 = region(6)
+    samples = [
+        # 0: did not parse, detector found nothing: 0, not the kernel's empty value
+        sample([], []),
+        # 1: did not parse, but its stray pair matches the detector exactly: still 0
+        sample([(6, r6)], [(6, 0.9, r6)]),
+        # 2: a well-formed trace without boxes, detector found nothing: empty_value
+        sample([], []),
+        # 3: well formed, no boxes, but the detector found AU6: 0
+        sample([], [(6, 0.9, r6)]),
+        # 4: did not parse and no face: undefined
+        sample([], [], landmarks=None),
+    ]
+    for i in (0, 1, 4):
+        samples[i].well_formed = False
+    s = score_faithfulness(samples)
+    assert s.grounding_f[:4].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert math.isnan(s.grounding_f[4])
+    assert s.unparsed.tolist() == [True, True, False, False, False]
+    assert s.empty_activated.tolist() == [True, False, True, False, False]
+    assert s.empty_scored.tolist() == [False, False, True, False, False]
+    assert score_faithfulness(samples, empty_value=0.5).grounding_f[2] == 0.5
+    counts = summarize_faithfulness(s, n_boot=50)["counts"]
+    assert (counts["unparsed"], counts["empty_activated"], counts["empty_scored"]) == (2, 2, 1)
+    assert s.per_sample(0)["unparsed"] is True and s.per_sample(2)["empty_scored"] is True
+
+
+def test_well_formed_reads_the_parse_entry():
+    from tag_eval.faithfulness import well_formed
+
+    assert well_formed(None) and well_formed({"format_ok": True, "reasons": []})
+    assert well_formed({"format_ok": False, "reasons": ["NO_BOXED_STEP at 0: none"]})
+    assert not well_formed({"format_ok": False, "reasons": []})
+    assert not well_formed(
+        {"format_ok": False, "reasons": ["NO_BOXED_STEP at 0: x", "MISSING_ANSWER at 9: y"]}
+    )
+    assert not well_formed({"format_ok": True, "well_formed": False})
+    rec = {
+        "pred_pairs": [],
+        "activated": [],
+        "landmarks": LM.tolist(),
+        "image_size": list(SIZE),
+        "parse": {"format_ok": False, "answer_ok": False, "reasons": ["parser error: boom"]},
+    }
+    g = grounding_from_record(rec)
+    assert not g.well_formed and score_faithfulness([g]).grounding_f[0] == 0.0

@@ -112,3 +112,41 @@ def test_wilson_interval_matches_formula():
     assert wilson_ci(0, 10)[0] == 0.0 and wilson_ci(10, 10)[1] == 1.0
     assert wilson_ci(0, 10)[1] == pytest.approx(z * z / 10 / (1 + z * z / 10))
     assert all(math.isnan(v) for v in wilson_ci(0, 0))
+
+
+def test_run_where_nothing_parsed_has_grounding_f_zero(tmp_path, synth_pool):
+    """No sample parsed: grounding F is 0 even where the activated list is empty, and the
+    parse failures and empty activated lists are counted on their own."""
+    from tag_eval.metrics import compute_metrics
+
+    from .conftest import crafted_records, write_run
+
+    recs = crafted_records(synth_pool, quality="good")
+    for i, r in enumerate(recs):
+        r.update(
+            trace="I think this is a face.",
+            prediction=None,
+            prediction_id=-1,
+            correct=False,
+            pred_pairs=[],
+            conclusion_aus=[],
+            parse={
+                "format_ok": False,
+                "well_formed": False,
+                "answer_ok": False,
+                "reasons": ["MISSING_GLOBAL_ANALYSIS at 0: no Global analysis"],
+            },
+        )
+        if i % 4 == 0:
+            r["activated"] = []  # scored 1.0 through empty_value before
+    m = compute_metrics(write_run(tmp_path / "r", recs), n_boot=50)
+    g = m["faithfulness"]["grounding_f"]
+    assert g["mean"] == 0.0 and g["n"] == len(recs)
+    assert m["parse"]["parse_failures"] == len(recs) and m["parse"]["parse_failure_rate"] == 1.0
+    n_empty = len(range(0, len(recs), 4))
+    assert m["parse"]["empty_activated"] == n_empty
+    counts = m["faithfulness"]["counts"]
+    assert counts["unparsed"] == len(recs) and counts["empty_activated"] == n_empty
+    assert counts["empty_scored"] == 0
+    one = m["per_sample_faithfulness"][recs[0]["id"]]
+    assert one["grounding_f"] == 0.0 and one["unparsed"] and one["empty_activated"]

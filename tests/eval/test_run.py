@@ -143,6 +143,14 @@ def test_parse_converts_boxes_and_never_raises():
     p = _parse(text, names, ad, (200, 100))
     assert p["prediction"] == "happiness" and p["prediction_id"] == 0
     assert p["parse"]["format_ok"] and p["parse"]["reasons"] == []
+    assert p["parse"]["well_formed"]
+    # a complete trace that boxes nothing breaks the grammar but is well formed
+    unboxed = text.replace(" <bbox>[100,200,500,600]</bbox>", "").replace(
+        " <bbox>[0,500,1000,1000]</bbox>", ""
+    )
+    q = _parse(unboxed, names, ad, (200, 100))
+    assert not q["parse"]["format_ok"] and q["parse"]["well_formed"], q["parse"]
+    assert q["pred_pairs"] == [] and q["prediction"] == "happiness"
     assert p["pred_pairs"] == [
         {"au": 6, "box": [20.0, 20.0, 100.0, 60.0]},
         {"au": 12, "box": [0.0, 50.0, 200.0, 100.0]},
@@ -160,6 +168,7 @@ def test_parse_converts_boxes_and_never_raises():
         # no junk has the trace's sections, and none names exactly one known answer
         assert q["prediction_id"] == -1 and q["prediction"] is None, junk
         assert not q["parse"]["format_ok"] and not q["parse"]["answer_ok"]
+        assert not q["parse"]["well_formed"]
         assert q["parse"]["reasons"] and q["pred_pairs"] == []
     assert _parse("<answer> fear </answer>", names, ad, (10, 10))["prediction_id"] == -1
 

@@ -5,7 +5,10 @@ the detector's *activated list* ``(AU, prob, box)`` built from the face landmark
 
 ``grounding_f``
     The AU-grounding F-score of :func:`tag_kernels.au_reward.au_grounding_reward`, computed
-    for the whole batch in one call.
+    for the whole batch in one call. A completion that is not a well-formed trace
+    (:func:`well_formed`) scores 0 whatever the activated list holds; the kernel's
+    ``empty_value`` (1 by default) applies only to a well-formed trace that names no box when
+    the detector found no AU either.
 ``au_precision`` / ``au_recall``
     Set-level: claimed AUs (every non-zero AU the steps name) against activated AUs.
     Precision is undefined (``nan``) when nothing is claimed, recall when nothing is
@@ -21,7 +24,9 @@ the detector's *activated list* ``(AU, prob, box)`` built from the face landmark
     1 when the AUs named in the final conclusion agree with the EMFACS prototype of the
     answered emotion (:func:`tag_model.au.consistent_with`), else 0; ``nan`` without an answer.
 
-Samples without landmarks have no detector reference: their metrics are ``nan``.
+Samples without landmarks have no detector reference: their metrics are ``nan``. The summary
+counts apart the samples whose completion did not parse and those whose activated list is
+empty, so that neither hides in a mean.
 Every mean comes with a seeded, vectorised bootstrap confidence interval
 (:func:`tag_eval.metrics.bootstrap_ci`).
 """
@@ -46,6 +51,7 @@ __all__ = [
     "grounding_from_record",
     "score_faithfulness",
     "summarize_faithfulness",
+    "well_formed",
 ]
 
 #: Per-sample metrics reported with a bootstrap interval, in display order.
@@ -84,6 +90,29 @@ def conclusion_aus(trace: str) -> list[int]:
     return list(out)
 
 
+def well_formed(parse: Mapping[str, Any] | None) -> bool:
+    """Whether a record's ``parse`` entry describes a well-formed trace.
+
+    Well formed: the trace grammar holds (``format_ok``), or its only complaint is
+    ``NO_BOXED_STEP`` (a complete trace that grounds nothing, e.g. for a face with no active
+    AU). A record that says ``well_formed`` itself is taken at its word; a record without a
+    ``parse`` entry counts as well formed (hand-built records).
+
+    >>> well_formed({"format_ok": False, "reasons": ["NO_BOXED_STEP at 0: no step"]})
+    True
+    >>> well_formed({"format_ok": False, "reasons": ["MISSING_ANSWER at 0: no <answer>"]})
+    False
+    """
+    if parse is None:
+        return True
+    if "well_formed" in parse:
+        return bool(parse["well_formed"])
+    if parse.get("format_ok"):
+        return True
+    reasons = [str(r) for r in parse.get("reasons") or []]
+    return bool(reasons) and all(r.startswith("NO_BOXED_STEP") for r in reasons)
+
+
 @dataclass
 class SampleGrounding:
     """Everything faithfulness needs about one sample (all boxes in image pixels).
@@ -91,7 +120,8 @@ class SampleGrounding:
     ``pred_au: int[K]`` and ``pred_boxes: float32[K, 4]`` are the model's pairs (AU ``0`` =
     a box with no AU named); ``ref_au: int[M]``, ``ref_prob: float[M]``,
     ``ref_boxes: float32[M, 4]`` the detector's activated list; ``landmarks: float[68, 2]``
-    or ``None`` when no face was found; ``image_size`` is ``(w, h)``.
+    or ``None`` when no face was found; ``image_size`` is ``(w, h)``; ``well_formed`` is
+    false when the completion did not parse as a trace (:func:`well_formed`).
     """
 
     pred_au: np.ndarray
@@ -103,6 +133,7 @@ class SampleGrounding:
     image_size: tuple[int, int]
     answer: str | None = None
     conclusion_aus: list[int] = field(default_factory=list)
+    well_formed: bool = True
 
     def __post_init__(self) -> None:
         self.pred_au = np.asarray(self.pred_au, dtype=np.int64).reshape(-1)
@@ -138,12 +169,19 @@ def grounding_from_record(record: Mapping[str, Any]) -> SampleGrounding:
         image_size=tuple(record.get("image_size") or (0, 0)),
         answer=record.get("prediction"),
         conclusion_aus=list(record.get("conclusion_aus") or []),
+        well_formed=well_formed(record.get("parse")),
     )
 
 
 @dataclass
 class FaithfulnessScores:
-    """Per-sample faithfulness, each a ``float64[N]`` (``nan`` = undefined) or ``int64[N]``."""
+    """Per-sample faithfulness, each a ``float64[N]`` (``nan`` = undefined) or ``int64[N]``.
+
+    ``unparsed`` (``bool[N]``) marks samples with a detector reference whose completion did not
+    parse (grounding F 0); ``empty_activated`` (``bool[N]``) those with a face but an empty
+    activated list; ``empty_scored`` (``bool[N]``) those scored ``empty_value`` (a well-formed
+    trace without boxes on an empty activated list).
+    """
 
     grounding_f: np.ndarray
     au_precision: np.ndarray
@@ -159,6 +197,9 @@ class FaithfulnessScores:
     n_outside_face: np.ndarray
     n_hallucinated_pairs: np.ndarray
     tau: float = 0.3
+    unparsed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    empty_activated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    empty_scored: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def per_sample(self, i: int) -> dict[str, Any]:
         """Sample ``i`` as a JSON-ready dict (``nan`` -> ``None``)."""
@@ -176,6 +217,9 @@ class FaithfulnessScores:
                 out[name] = int(v)
             else:
                 out[name] = None if not np.isfinite(v) else float(v)
+        for name in ("unparsed", "empty_activated", "empty_scored"):
+            arr = getattr(self, name)
+            out[name] = bool(arr[i]) if len(arr) > i else False
         return out
 
 
@@ -241,7 +285,8 @@ def score_faithfulness(
     """Score every sample; see the module docstring for each metric's definition.
 
     The grounding F-score is one batched :func:`~tag_kernels.au_reward.au_grounding_reward`
-    call over all samples (``beta``, ``class_aware``, ``empty_value`` are passed through) on
+    call over all samples (``beta``, ``class_aware``, ``empty_value`` are passed through; a
+    sample that is not ``well_formed`` then scores 0) on
     both sides padded by :func:`~tag_model.activation.pack_activated`; region boxes come from
     one :func:`~tag_kernels.landmarks_to_regions` call and their IoUs from one
     :func:`~tag_kernels.elementwise_box_iou` call (0 for a degenerate box).
@@ -282,7 +327,12 @@ def score_faithfulness(
         class_aware=class_aware,
         empty_value=empty_value,
     )
-    grounding_f = np.where(has_ref, np.asarray(res.reward, dtype=np.float64), np.nan)
+    parsed = np.array([bool(s.well_formed) for s in samples])
+    reward = np.where(parsed, np.asarray(res.reward, dtype=np.float64), 0.0)
+    grounding_f = np.where(has_ref, reward, np.nan)
+    no_ref_aus = np.array([len(s.ref_au) == 0 for s in samples])
+    empty_activated = has_ref & no_ref_aus
+    empty_scored = empty_activated & parsed & (n_pairs == 0)
 
     # (2) set-level AU precision / recall and (a) claimed-but-not-activated AUs.
     au_precision = nan.copy()
@@ -362,6 +412,9 @@ def score_faithfulness(
         n_outside_face=outside.sum(1).astype(np.int64),
         n_hallucinated_pairs=halluc.sum(1).astype(np.int64),
         tau=tau,
+        unparsed=has_ref & ~parsed,
+        empty_activated=empty_activated,
+        empty_scored=empty_scored,
     )
 
 
@@ -370,7 +423,10 @@ def summarize_faithfulness(
 ) -> dict[str, Any]:
     """Mean and bootstrap interval of each metric in :data:`FAITHFULNESS_METRICS`.
 
-    Also totals of the hallucination counts. JSON-ready.
+    Also totals of the hallucination counts, and of the samples behind the grounding mean
+    that are not ordinary: ``unparsed`` (completion did not parse: scored 0),
+    ``empty_activated`` (a face but no activated AU) and ``empty_scored`` (of those, a
+    well-formed trace without boxes, scored the kernel's ``empty_value``). JSON-ready.
     """
     out: dict[str, Any] = {
         name: dict(bootstrap_ci(getattr(scores, name), n_boot=n_boot, level=level, seed=seed))
@@ -382,6 +438,9 @@ def summarize_faithfulness(
         "region_miss": int(scores.n_region_miss.sum()),
         "outside_face": int(scores.n_outside_face.sum()),
         "hallucinated_pairs": int(scores.n_hallucinated_pairs.sum()),
+        "unparsed": int(np.sum(scores.unparsed)),
+        "empty_activated": int(np.sum(scores.empty_activated)),
+        "empty_scored": int(np.sum(scores.empty_scored)),
     }
     out["tau"] = scores.tau
     return out

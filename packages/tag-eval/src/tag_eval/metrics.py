@@ -248,12 +248,15 @@ def compute_metrics(
 
     Classification (:func:`classification_metrics`, accuracy with a :func:`bootstrap_ci`),
     faithfulness (:mod:`tag_eval.faithfulness`), parse rates with the most common parse
-    errors, and timing.
+    errors, the count and rate of completions that did not parse (``parse_failures``: each
+    scores grounding F 0) and of rows whose activated list is empty (``empty_activated``),
+    and timing.
     """
     from tag_eval.faithfulness import (  # it imports this module
         grounding_from_record,
         score_faithfulness,
         summarize_faithfulness,
+        well_formed,
     )
 
     out = Path(run_dir)
@@ -276,6 +279,9 @@ def compute_metrics(
     for r in records:
         for reason in r["parse"]["reasons"]:
             reasons[re.sub(r"\d+", "N", str(reason))[:80]] += 1
+    wf = [well_formed(r.get("parse")) for r in records]
+    faces = [r.get("landmarks") is not None for r in records]
+    n_fail = len(records) - int(sum(wf))
     secs = [r["timing"]["seconds"] for r in records]
     new_tok = [r["timing"]["new_tokens"] for r in records]
     metrics = {
@@ -286,8 +292,15 @@ def compute_metrics(
         "parse": {
             "format_ok_rate": float(np.mean([r["parse"]["format_ok"] for r in records])),
             "answer_ok_rate": float(np.mean([r["parse"]["answer_ok"] for r in records])),
+            # not a well-formed trace: grounding F 0 (see tag_eval.faithfulness.well_formed)
+            "parse_failures": n_fail,
+            "parse_failure_rate": n_fail / len(records),
             "top_reasons": reasons.most_common(10),
-            "faces_found": int(sum(r["landmarks"] is not None for r in records)),
+            "faces_found": int(sum(faces)),
+            # a face but no activated AU: grounding F is 0 or the kernel's empty value
+            "empty_activated": int(
+                sum(f and not r.get("activated") for f, r in zip(faces, records))
+            ),
         },
         "timing": {
             "seconds_total": float(np.sum(secs)),

@@ -11,7 +11,7 @@ Each record::
 
     {"id", "index", "path", "image_file", "label", "label_id", "label_space",
      "prediction", "prediction_id", "correct", "trace",
-     "parse": {"format_ok", "answer_ok", "reasons"},
+     "parse": {"format_ok", "well_formed", "answer_ok", "reasons"},
      "pred_pairs": [{"au", "box"}],        # image pixels, xyxy
      "conclusion_aus": [...],
      "landmarks": [[x, y] * 68] | None, "landmarks_source": "dataset" | "dlib" | None,
@@ -183,12 +183,21 @@ def _parse(text: str, names: Sequence[str], adapter: Any, size: tuple[int, int])
         return {
             "prediction": None,
             "prediction_id": -1,
-            "parse": {"format_ok": False, "answer_ok": False, "reasons": [f"parser error: {exc}"]},
+            "parse": {
+                "format_ok": False,
+                "well_formed": False,
+                "answer_ok": False,
+                "reasons": [f"parser error: {exc}"],
+            },
             "pred_pairs": [],
             "conclusion_aus": conclusion_aus(text or ""),
         }
+    from tag_model.grounding import ParseReason
+
     pred_id = int(parsed.answer_id)
     reasons = [str(e) for e in parsed.errors]
+    # A complete trace whose only complaint is that it boxes nothing is well formed.
+    wf = all(e.code == ParseReason.NO_BOXED_STEP for e in parsed.errors)
     pairs = parsed.pairs()
     pixels = (
         np.asarray(
@@ -210,6 +219,7 @@ def _parse(text: str, names: Sequence[str], adapter: Any, size: tuple[int, int])
         "prediction_id": pred_id if 0 <= pred_id < len(names) else -1,
         "parse": {
             "format_ok": bool(parsed.format_ok),
+            "well_formed": bool(wf),
             "answer_ok": 0 <= pred_id < len(names),
             "reasons": reasons,
         },
