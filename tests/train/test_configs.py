@@ -249,8 +249,8 @@ def test_multi_node_yaml_marks_its_placeholders():
 # docs/real-run.md: every command parses, every named config ships
 
 
-def _doc_commands() -> list[str]:
-    text = REAL_RUN.read_text()
+def _doc_commands(text: str | None = None) -> list[str]:
+    text = REAL_RUN.read_text() if text is None else text
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -346,6 +346,14 @@ def test_real_run_commands_parse():
     assert checked.count("accelerate") >= 9, checked
     assert checked.count("trl") >= 2, checked
     assert checked.count("tag-eval") >= 4, checked
+
+
+def test_readme_real_run_section_commands_parse():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## A real run\n", 1)[1].split("\n## ", 1)[0]
+    checked = [tool for c in _doc_commands(section) if (tool := _check_command(c))]
+    assert checked == ["tag-train"] * 3 + ["tag-eval"], checked
+    assert "(docs/real-run.md)" in section
 
 
 def test_real_run_names_only_shipped_configs():
