@@ -38,7 +38,12 @@ def score_one(
     class_aware: bool = True,
     empty_value: float = 1.0,
 ) -> float:
-    """Reward of one completion: ``pred`` is ``[(au, box)]``, ``ref`` is ``[(au, prob, box)]``."""
+    """Reward of one completion: ``pred`` is ``[(au, box)]``, ``ref`` is ``[(au, prob, box)]``.
+
+    Class-aware, a box with AU 0 (an inspection, no AU named) is not a prediction.
+    """
+    if class_aware:
+        pred = [(a, bx) for a, bx in pred if a != 0]
     if not pred and not ref:
         return empty_value
     if not pred or not ref:

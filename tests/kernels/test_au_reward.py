@@ -161,6 +161,29 @@ HAND = [
         (0.7, 0.7, 0.7, 0),
     ),
     ("no predictions", [[0, 0, 0, 0]], [-1], [SQ], [6], [1.0], {}, (0, 0, 0, 0)),
+    # AU 0 is an inspection box: no prediction for the class-aware reward
+    ("inspection only, nothing detected", [SQ], [0], [SQ], [-1], [1.0], {}, (1, 1, 1, 0)),
+    (
+        "inspection costs no precision",
+        [SQ, [50, 50, 60, 60]],
+        [6, 0],
+        [SQ],
+        [6],
+        [1.0],
+        {},
+        (1, 1, 1, 1),
+    ),
+    ("inspection only, AU detected", [SQ], [0], [SQ], [6], [1.0], {}, (0, 0, 0, 0)),
+    (
+        "inspection counts class-agnostic",
+        [SQ, [50, 50, 60, 60]],
+        [6, 0],
+        [SQ],
+        [6],
+        [1.0],
+        {"class_aware": False},
+        (2 / 3, 0.5, 1, 1),
+    ),
     ("no detections", [SQ], [6], [SQ], [-1], [1.0], {}, (0, 0, 0, 0)),
 ]
 
@@ -350,11 +373,12 @@ def test_greedy_is_within_half_of_optimal(seed: int, K: int, M: int, class_aware
     """Greedy never beats the optimal assignment, and (a classic bound) gets at least half."""
     b = make_batch(seed, 1, K, M, pad=0.1)
     res = _np(au_grounding_reward(**b, class_aware=class_aware))
-    n_p = int((b["pred_au"][0] >= 0).sum())
+    present = b["pred_au"][0] > 0 if class_aware else b["pred_au"][0] >= 0  # AU 0: inspection
+    n_p = int(present.sum())
     if n_p == 0 or (b["ref_au"][0] >= 0).sum() == 0:
         return
     iou = np.asarray(batched_box_iou(b["pred_boxes"], b["ref_boxes"]))[0]
-    ok = (b["pred_au"][0][:, None] >= 0) & (b["ref_au"][0][None, :] >= 0)
+    ok = present[:, None] & (b["ref_au"][0][None, :] >= 0)
     if class_aware:
         ok &= b["pred_au"][0][:, None] == b["ref_au"][0][None, :]
     w = np.where(ok, iou, 0.0)

@@ -85,7 +85,9 @@ def au_grounding_reward(
     Args:
         pred_boxes: ``Tensor[B, K, 4]`` predicted boxes, ``xyxy`` image pixels (float).
         pred_au: ``Tensor[B, K]`` AU ids (int), ``-1`` marks padding. ``0`` is a box with no AU
-            named: it matches nothing when ``class_aware``.
+            named, an inspection: when ``class_aware`` it is not a prediction at all (no
+            precision cost; a row of inspections only, against an empty detector list, scores
+            ``empty_value``); class-agnostic matching counts it like any box.
         ref_boxes: ``Tensor[B, M, 4]`` detector boxes (float).
         ref_au: ``Tensor[B, M]`` detector AU ids (int), ``-1`` marks padding.
         ref_prob: ``Tensor[B, M]`` detector probabilities, the recall weights (float).

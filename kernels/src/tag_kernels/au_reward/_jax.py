@@ -20,7 +20,8 @@ __all__ = ["au_reward_jax"]
 def _row(pb, pa, rb, ra, rp, beta2, empty_value, class_aware):
     K, M = pa.shape[0], ra.shape[0]
     f32 = jnp.float32
-    p_present = pa >= 0
+    # class-aware: AU 0 (a box that names no AU) is an inspection, not a prediction
+    p_present = pa > 0 if class_aware else pa >= 0
     d_present = ra >= 0
     n_p = jnp.sum(p_present.astype(jnp.int32))
     n_d = jnp.sum(d_present.astype(jnp.int32))

@@ -28,6 +28,8 @@ def _kernel_py(
     M = rb.shape[1]
     b2 = np.float32(beta2)
     ev = np.float32(empty_value)
+    # class-aware: AU 0 (a box that names no AU) is an inspection, not a prediction
+    p_lo = 1 if class_aware else 0
     for c in nb.prange(n_chunks):
         lo = c * B // n_chunks
         hi = (c + 1) * B // n_chunks
@@ -44,7 +46,7 @@ def _kernel_py(
             n_p = 0
             for k in range(K):
                 used_k[k] = False
-                if pa[i, k] >= 0:
+                if pa[i, k] >= p_lo:
                     n_p += 1
             n_d = 0
             wmax = _F0
@@ -89,7 +91,7 @@ def _kernel_py(
             n = 0
             for k in range(K):
                 ak = pa[i, k]
-                if ak < 0:
+                if ak < p_lo:
                     continue
                 ax1, ay1, ax2, ay2 = pb[i, k, 0], pb[i, k, 1], pb[i, k, 2], pb[i, k, 3]
                 if not valid_box(ax1, ay1, ax2, ay2):

@@ -3,8 +3,13 @@
 For one row (one completion) with predicted pairs ``(pred_au[k], pred_boxes[k])`` and detector
 entries ``(ref_au[m], ref_prob[m], ref_boxes[m])``:
 
-1. Present predictions P are the slots with ``pred_au >= 0``; present references D are the slots
-   with ``ref_au >= 0``. A degenerate box still counts as present; its IoU is 0.
+1. Present references D are the slots with ``ref_au >= 0``. Present predictions P are the slots
+   with ``pred_au >= 0`` when matching is class-agnostic, and with ``pred_au > 0`` when it is
+   class-aware: AU ``0`` marks a box that names no AU, an *inspection* ("Inspect the whole face
+   → at rest → <bbox>"), not a claim about an AU, so it neither costs precision nor counts as a
+   prediction (a trace with only inspection boxes, on a face where the detector sees nothing,
+   scores ``empty_value``). Naming an AU that the detector does not see still costs precision.
+   A degenerate box still counts as present; its IoU is 0.
 2. Candidate pairs are ``(k, m)`` with ``k`` in P, ``m`` in D, ``IoU > 0`` and, when
    ``class_aware``, ``pred_au[k] == ref_au[m]``.
 3. Greedy one-to-one matching by descending IoU: take the best remaining candidate, remove its
@@ -61,7 +66,7 @@ def au_grounding_reward_reference(
     f32 = torch.float32
     pred_au = pred_au.to(torch.int64)
     ref_au = ref_au.to(torch.int64)
-    p_present = pred_au >= 0  # [B, K]
+    p_present = (pred_au > 0) if class_aware else (pred_au >= 0)  # [B, K]
     d_present = ref_au >= 0  # [B, M]
 
     # Steps 1-2: candidate IoUs; everything else scores -1 and is never taken.

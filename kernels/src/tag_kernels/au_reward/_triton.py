@@ -37,7 +37,10 @@ def _au_reward_kernel(
 
     pa = tl.load(pa_ptr + row * K + ks, mask=kmask, other=-1)
     ra = tl.load(ra_ptr + row * M + ms, mask=mmask, other=-1)
-    p_present = pa >= 0
+    if CLASS_AWARE:  # AU 0 (a box that names no AU) is an inspection, not a prediction
+        p_present = pa > 0
+    else:
+        p_present = pa >= 0
     d_present = ra >= 0
     n_p = tl.sum(p_present.to(tl.int32), axis=0)
     n_d = tl.sum(d_present.to(tl.int32), axis=0)
