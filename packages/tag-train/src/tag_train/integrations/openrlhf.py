@@ -29,7 +29,7 @@ __all__ = ["configure", "response_text", "reward_func"]
 
 #: end-of-turn markers a decoded query may end with (special tokens are kept in it)
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "</s>")
-_TAIL = 64
+_TAILS = (64, 32, 16)
 
 
 def response_text(query: Any, prompt: Any) -> str:
@@ -44,12 +44,14 @@ def response_text(query: Any, prompt: Any) -> str:
     p = prompt if isinstance(prompt, str) else ""
     if p and q.startswith(p):
         out = q[len(p) :]
-    elif p:
-        tail = p[-_TAIL:]
-        pos = q.find(tail)
-        out = q[pos + len(tail) :] if pos >= 0 else q
     else:
         out = q
+        for k in _TAILS:  # the longest end of the prompt that the query holds verbatim
+            tail = p[-k:]
+            pos = q.find(tail) if tail else -1
+            if pos >= 0:
+                out = q[pos + len(tail) :]
+                break
     out = out.rstrip()
     changed = True
     while changed:
