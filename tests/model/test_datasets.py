@@ -486,8 +486,9 @@ def test_load_folder(folder):
 
 def test_load_folder_errors(folder, tmp_path):
     _img(folder / "contempt" / "e.png", 50)
-    with pytest.raises(DatasetFormatError, match="not in label space 'rafdb'"):
-        load_folder(folder, label_space=get_label_space("rafdb"))
+    # a class outside the label space is dropped and counted, not an error (see below)
+    raf, rep = load_folder(folder, label_space=get_label_space("rafdb"), return_report=True)
+    assert "contempt" not in raf["label"] and rep.dropped == {"not_in_label_space:contempt": 1}
     _img(folder / "dogs" / "f.png", 60)
     with pytest.raises(DatasetFormatError, match="'dogs'"):
         load_folder(folder)
@@ -596,3 +597,79 @@ def test_datasets_round_trip_to_disk(rafdb, tmp_path):
     buf = io.BytesIO()
     back[0]["image"].save(buf, "PNG")
     assert buf.tell() > 0
+
+
+# =========================================================================== label_space
+
+
+def test_rafdb_label_space_subset_drops_and_counts(rafdb, caplog):
+    with caplog.at_level("WARNING", logger="tag_model.datasets"):
+        ds, rep = load_rafdb(
+            rafdb, "all", label_space=["Happy", "sadness", "anger"], return_report=True
+        )
+    assert ds["label"] == ["sadness", "happiness", "anger"]
+    assert ds["label_id"] == [1, 0, 2]  # re-indexed to the subset, in its order
+    assert ds.features["label_id"].names == ["happiness", "sadness", "anger"]
+    assert rep.rows == 5 and rep.loaded == 3
+    assert rep.dropped == {"not_in_label_space:neutral": 1, "not_in_label_space:surprise": 1}
+    assert rep.label_space == "custom"
+    assert "not_in_label_space:neutral=1" in ds.info.description
+    assert "outside label space 'custom'" in caplog.text and "surprise=1" in caplog.text
+    # a named space: RAF-DB rows all fit FERPlus's eight classes, ids in FERPlus order
+    fp, rep2 = load_rafdb(rafdb, "train", label_space="ferplus", return_report=True)
+    _check_columns(fp, FERPLUS)
+    assert fp["label_id"] == [FERPLUS.id_of(x) for x in ["sadness", "happiness", "surprise"]]
+    assert rep2.dropped == {} and rep2.label_space == "ferplus"
+    # the default is RAF-DB's own space
+    assert load_rafdb(rafdb, "train", return_report=True)[1].label_space == "rafdb"
+
+
+def test_ferplus_label_space_after_the_vote(ferplus):
+    ds, rep = load_ferplus(ferplus, "train", label_space="rafdb", return_report=True)
+    _check_columns(ds, RAFDB)
+    assert ds["label"] == ["neutral"]  # contempt is not a RAF-DB class
+    assert rep.dropped["not_in_label_space:contempt"] == 1
+    assert rep.dropped["no_majority"] == 3  # the voting rule's drops are still counted
+
+
+def test_affectnet_label_space_picks_classes(affectnet):
+    ds, rep = load_affectnet(affectnet, "train", label_space="affectnet8", return_report=True)
+    _check_columns(ds, AFFECTNET8)  # contempt in the space: classes=8 by default
+    assert ds["label"] == ["neutral", "happiness", "contempt", "anger"]
+    sub, rep2 = load_affectnet(
+        affectnet, "train", label_space=["anger", "neutral"], return_report=True
+    )
+    assert sub["label"] == ["neutral", "anger"] and sub["label_id"] == [1, 0]
+    assert rep2.dropped == {
+        "contempt": 1,  # AffectNet-7's rule (the space has no contempt)
+        "none": 1,
+        "no-face": 1,
+        "not_in_label_space:happiness": 1,
+    }
+    assert rep.dropped == {"none": 1, "no-face": 1}
+
+
+def test_csv_and_dispatch_label_space(tmp_path, rafdb):
+    root = tmp_path / "csvdata"
+    for i, name in enumerate("abc"):
+        _img(root / f"{name}.png", i)
+    (root / "l.csv").write_text("path,label\na.png,happy\nb.png,contempt\nc.png,sad\n")
+    ds, rep = load_csv(root / "l.csv", label_space="rafdb", return_report=True)
+    assert ds["label"] == ["happiness", "sadness"]
+    assert ds["label_id"] == [RAFDB.id_of("happiness"), RAFDB.id_of("sadness")]
+    assert rep.dropped == {"not_in_label_space:contempt": 1}
+    for name in ("rafdb", "ferplus", "affectnet", "folder", "csv"):
+        assert "label_space" in load_fer_dataset.__doc__ and name in load_fer_dataset.__doc__
+    raf = load_fer_dataset("rafdb", rafdb, "test", label_space=["anger"])
+    assert raf["label"] == ["anger"] and raf.features["label_id"].names == ["anger"]
+
+
+def test_label_space_errors(rafdb):
+    with pytest.raises(ValueError, match="'joy!' is not an emotion"):
+        load_rafdb(rafdb, label_space=["happiness", "joy!"])
+    with pytest.raises(ValueError, match="listed twice"):
+        load_rafdb(rafdb, label_space=["happy", "happiness"])
+    with pytest.raises(ValueError, match="unknown label space 'imagenet'"):
+        load_rafdb(rafdb, label_space="imagenet")
+    with pytest.raises(ValueError, match="at least one"):
+        load_rafdb(rafdb, label_space=[])

@@ -16,7 +16,9 @@ naming the file, the 1-based line and the value); rows removed by a documented r
 counted in :class:`LoadReport` ``.dropped``; missing or corrupt images raise
 :class:`DatasetImageError` listing them, or with ``skip_missing=True`` are skipped and listed
 in the report (``return_report=True`` returns ``(dataset, report)``; the summary is also in
-``dataset.info.description`` and logged). Image paths that leave the dataset root (``..``,
+``dataset.info.description`` and logged). Every reader takes ``label_space=`` (a space name,
+a ``LabelSpace`` or a list of labels): ``label_id`` indexes into it, and rows outside it are
+dropped and counted (``dropped["not_in_label_space:<label>"]``). Image paths that leave the dataset root (``..``,
 absolute, symlinks) raise :class:`UnsafePathError`.
 """
 
@@ -25,6 +27,7 @@ from ._common import (
     CANONICAL,
     DatasetFormatError,
     DatasetImageError,
+    LabelSpaceArg,
     LoadReport,
     UnsafePathError,
     fer_features,
@@ -51,6 +54,7 @@ __all__ = [
     "SYNTHFACS_SIDECAR",
     "DatasetFormatError",
     "DatasetImageError",
+    "LabelSpaceArg",
     "LoadReport",
     "RafdbLandmarks",
     "UnsafePathError",

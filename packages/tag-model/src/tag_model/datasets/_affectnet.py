@@ -14,7 +14,16 @@ import numpy as np
 from tag_model.au import AFFECTNET7, AFFECTNET8, AFFECTNET_CODES
 from tag_model.faces import parse_affectnet_landmarks
 
-from ._common import DatasetFormatError, LoadReport, Record, build_dataset, resolve_inside
+from ._common import (
+    DatasetFormatError,
+    LabelSpaceArg,
+    LoadReport,
+    Record,
+    build_dataset,
+    resolve_inside,
+    resolve_label_space,
+    restrict_to_space,
+)
 
 __all__ = ["AFFECTNET_COLUMNS", "load_affectnet"]
 
@@ -55,10 +64,11 @@ def _number(path: Path, line: int, column: str, text: str) -> float:
 def load_affectnet(
     root: str | os.PathLike[str],
     split: str = "train",
-    classes: int = 7,
+    classes: int | None = None,
     *,
     images_dir: str = "Manually_Annotated_Images",
     extra_columns: bool = False,
+    label_space: LabelSpaceArg = None,
     skip_missing: bool = False,
     verify_images: bool = True,
     return_report: bool = False,
@@ -74,7 +84,12 @@ def load_affectnet(
     Expression codes 0-10: 0 neutral, 1 happy, 2 sad, 3 surprise, 4 fear, 5 disgust,
     6 anger, 7 contempt, 8 none, 9 uncertain, 10 no-face. ``classes=7`` keeps 0-6 (drops 7-10);
     ``classes=8`` keeps 0-7 (drops 8-10). Dropped rows are counted per class name in
-    ``report.dropped``.
+    ``report.dropped``. ``classes=None`` (the default) is 7, or 8 when ``label_space``
+    includes ``contempt``.
+
+    ``label_space`` (a name, a :class:`~tag_model.au.LabelSpace` or a list of labels; default
+    AffectNet-7/8 as ``classes`` says) sets ``label_id``; rows whose label is outside it are
+    dropped and counted in ``report.dropped`` (``not_in_label_space:<label>``).
 
     ``path`` is relative to ``root`` (``<images_dir>/<subDirectory_filePath>``). The images
     folder may itself be a symlink (e.g. to a big disk); paths inside it that climb out of it,
@@ -90,6 +105,9 @@ def load_affectnet(
     key = split.strip().lower()
     if key not in _FILES:
         raise ValueError(f"AffectNet split must be one of {sorted(_FILES)}, got {split!r}")
+    wanted = None if label_space is None else resolve_label_space(label_space)
+    if classes is None:
+        classes = 8 if wanted is not None and "contempt" in wanted.names else 7
     if classes not in (7, 8):
         raise ValueError(f"AffectNet classes must be 7 or 8, got {classes!r}")
     space = AFFECTNET7 if classes == 7 else AFFECTNET8
@@ -185,6 +203,9 @@ def load_affectnet(
                     },
                 )
             )
+    if wanted is not None:
+        records = restrict_to_space(records, wanted, report)
+        space = wanted
     ds = build_dataset(
         records,
         space=space,

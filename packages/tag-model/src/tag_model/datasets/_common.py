@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,13 @@ import datasets as hf
 import numpy as np
 from PIL import Image
 
-from tag_model.au import CANONICAL_LABELS, LabelSpace, get_label_space
+from tag_model.au import CANONICAL_LABELS, LabelSpace, canonical_label, get_label_space
 
 __all__ = [
     "CANONICAL",
     "DatasetFormatError",
     "DatasetImageError",
+    "LabelSpaceArg",
     "LoadReport",
     "Record",
     "UnsafePathError",
@@ -26,12 +28,18 @@ __all__ = [
     "fer_features",
     "resolve_inside",
     "resolve_label_space",
+    "restrict_to_space",
 ]
 
 logger = logging.getLogger("tag_model.datasets")
 
 CANONICAL = LabelSpace("canonical", CANONICAL_LABELS)
 """All eight canonical classes in canonical order: the default space of folder/CSV sources."""
+
+LabelSpaceArg = LabelSpace | str | Sequence[str] | None
+"""What a reader's ``label_space=`` accepts: a :class:`LabelSpace`, its name (``"rafdb"``,
+``"ferplus"``, ``"affectnet7"``, ``"affectnet8"``, ``"canonical"``), an explicit list of
+label names (in label-id order; synonyms accepted; the space is named ``"custom"``), or None."""
 
 
 class DatasetFormatError(ValueError):
@@ -78,6 +86,7 @@ class LoadReport:
             ``Image/original/`` instead.
         missing_landmarks: kept rows whose landmarks are unknown (``None``).
         ignored_files: files under a folder source that are not images (not loaded).
+        label_space: the label space of ``label_id`` (the reader's own, or the one asked for).
     """
 
     source: str
@@ -92,6 +101,7 @@ class LoadReport:
     fallback_images: list[str] = field(default_factory=list)
     missing_landmarks: int = 0
     ignored_files: list[str] = field(default_factory=list)
+    label_space: str | None = None
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -151,14 +161,70 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_label_space(label_space: LabelSpace | str | None) -> LabelSpace:
+def resolve_label_space(label_space: LabelSpaceArg, default: LabelSpace = CANONICAL) -> LabelSpace:
+    """The :class:`LabelSpace` for a reader's ``label_space=`` argument (``default`` for None).
+
+    Raises:
+        ValueError: an unknown space name, a label that is not an emotion, an empty or
+            duplicated label list.
+    """
     if label_space is None:
-        return CANONICAL
+        return default
     if isinstance(label_space, LabelSpace):
         return label_space
-    if str(label_space).strip().lower() == "canonical":
-        return CANONICAL
-    return get_label_space(str(label_space))
+    if isinstance(label_space, str):
+        if label_space.strip().lower() == "canonical":
+            return CANONICAL
+        try:
+            return get_label_space(label_space)
+        except KeyError as exc:
+            raise ValueError(f"label_space: {exc.args[0]}") from None
+    if not isinstance(label_space, Sequence):
+        raise TypeError(
+            "label_space must be a LabelSpace, a label space name or a list of labels, "
+            f"got {type(label_space).__name__}"
+        )
+    names: list[str] = []
+    for item in label_space:
+        canon = canonical_label(str(item))
+        if canon is None:
+            raise ValueError(f"label_space: {item!r} is not an emotion label (see canonical_label)")
+        if canon in names:
+            raise ValueError(f"label_space: {item!r} ({canon}) is listed twice")
+        names.append(canon)
+    if not names:
+        raise ValueError("label_space: an explicit label list must name at least one label")
+    return LabelSpace("custom", tuple(names))
+
+
+def restrict_to_space(records: list[Record], space: LabelSpace, report: LoadReport) -> list[Record]:
+    """Keep the records whose label is in ``space``, with ``label_id`` re-indexed to it.
+
+    Every other record is dropped and counted in ``report.dropped`` under
+    ``"not_in_label_space:<label>"`` (and logged): nothing is removed silently.
+    """
+    kept: list[Record] = []
+    out: dict[str, int] = {}
+    for rec in records:
+        if rec.label in space.names:
+            rec.label_id = space.names.index(rec.label)
+            kept.append(rec)
+        else:
+            out[rec.label] = out.get(rec.label, 0) + 1
+    for label, n in sorted(out.items()):
+        report.drop(f"not_in_label_space:{label}", n)
+    report.label_space = space.name
+    if out:
+        logger.warning(
+            "%s%s: dropped %d row(s) whose label is outside label space %r %s: %s",
+            report.source,
+            f"[{report.split}]" if report.split else "",
+            sum(out.values()),
+            space.name,
+            space.names,
+            ", ".join(f"{k}={v}" for k, v in sorted(out.items())),
+        )
+    return kept
 
 
 def resolve_inside(
@@ -252,6 +318,7 @@ def build_dataset(
             len(report.corrupt_images),
             (report.missing_images + report.corrupt_images)[:3],
         )
+    report.label_space = space.name
     report.missing_landmarks = sum(r.landmarks is None for r in kept)
     report.loaded = len(kept)
     columns: dict[str, list[Any]] = {

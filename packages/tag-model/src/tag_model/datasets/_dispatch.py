@@ -8,7 +8,7 @@ from typing import Any
 import datasets as hf
 
 from ._affectnet import load_affectnet
-from ._common import LoadReport
+from ._common import LabelSpaceArg, LoadReport
 from ._ferplus import load_ferplus
 from ._generic import load_csv, load_folder
 from ._rafdb import load_rafdb
@@ -35,7 +35,12 @@ _ALIASES = {
 
 
 def load_fer_dataset(
-    name: str, root: str | os.PathLike[str], split: str | None = None, **kwargs: Any
+    name: str,
+    root: str | os.PathLike[str],
+    split: str | None = None,
+    *,
+    label_space: LabelSpaceArg = None,
+    **kwargs: Any,
 ) -> hf.Dataset | tuple[hf.Dataset, LoadReport]:
     """Load a FER source by name: ``rafdb``, ``ferplus``, ``affectnet``, ``folder`` or ``csv``.
 
@@ -43,6 +48,13 @@ def load_fer_dataset(
     for RAF-DB, FERPlus and AffectNet and to None (no split) for ``folder``/``csv``.
     ``affectnet7``/``affectnet8`` set ``classes``. Other keyword arguments go to the reader
     (``rule=``, ``classes=``, ``skip_missing=``, ``return_report=``, ...).
+
+    ``label_space`` works for every source: a space name (``rafdb``, ``ferplus``,
+    ``affectnet7``, ``affectnet8``, ``canonical``), a :class:`~tag_model.au.LabelSpace` or an
+    explicit list of labels. ``label_id`` indexes into it; rows whose label is outside it are
+    dropped and counted in the :class:`LoadReport` (``dropped["not_in_label_space:<label>"]``,
+    also in ``dataset.info.description`` and logged as a warning). Default: the source's own
+    space (all eight canonical classes for ``folder``/``csv``).
 
     >>> load_fer_dataset("nope", ".")
     Traceback (most recent call last):
@@ -55,6 +67,7 @@ def load_fer_dataset(
     src = _ALIASES[key]
     if key in ("affectnet7", "affectnet8"):
         kwargs.setdefault("classes", int(key[-1]))
+    kwargs["label_space"] = label_space
     if src == "rafdb":
         return load_rafdb(root, split or "train", **kwargs)
     if src == "ferplus":

@@ -13,7 +13,15 @@ from PIL import Image
 
 from tag_model.au import FERPLUS
 
-from ._common import DatasetFormatError, LoadReport, Record, build_dataset
+from ._common import (
+    DatasetFormatError,
+    LabelSpaceArg,
+    LoadReport,
+    Record,
+    build_dataset,
+    resolve_label_space,
+    restrict_to_space,
+)
 
 __all__ = ["FERPLUS_VOTE_COLUMNS", "ferplus_label", "load_ferplus"]
 
@@ -125,9 +133,14 @@ def load_ferplus(
     *,
     fer2013_csv: str | os.PathLike[str] | None = None,
     ferplus_csv: str | os.PathLike[str] | None = None,
+    label_space: LabelSpaceArg = None,
     return_report: bool = False,
 ) -> hf.Dataset | tuple[hf.Dataset, LoadReport]:
     """Read FERPlus (8 classes) into a ``datasets.Dataset``.
+
+    ``label_space`` (a name, a :class:`~tag_model.au.LabelSpace` or a list of labels; default
+    FERPlus's eight classes) sets ``label_id``; rows whose label is outside it are dropped and
+    counted in ``report.dropped`` (``not_in_label_space:<label>``), after the voting rule.
 
     Files (row ``i`` of one describes the same image as row ``i`` of the other)::
 
@@ -246,9 +259,11 @@ def load_ferplus(
                     extra={"row": this_index},
                 )
             )
+    space = resolve_label_space(label_space, FERPLUS)
+    records = restrict_to_space(records, space, report)
     ds = build_dataset(
         records,
-        space=FERPLUS,
+        space=space,
         report=report,
         root=root_p,
         skip_missing=False,

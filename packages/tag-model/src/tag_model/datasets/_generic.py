@@ -10,16 +10,19 @@ from pathlib import Path
 import datasets as hf
 import numpy as np
 
-from tag_model.au import LabelSpace, canonical_label
+from tag_model.au import canonical_label
 from tag_model.faces import parse_affectnet_landmarks
 
 from ._common import (
+    CANONICAL,
     DatasetFormatError,
+    LabelSpaceArg,
     LoadReport,
     Record,
     build_dataset,
     resolve_inside,
     resolve_label_space,
+    restrict_to_space,
 )
 
 __all__ = ["IMAGE_EXTENSIONS", "load_csv", "load_folder"]
@@ -30,22 +33,19 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 """File extensions (lower-case) that :func:`load_folder` treats as images."""
 
 
-def _label(space: LabelSpace, text: str, *, file: Path | str, line: int | None) -> tuple[str, int]:
+def _label(text: str, *, file: Path | str, line: int | None) -> tuple[str, int]:
+    """The canonical label and its id among all eight (re-indexed by ``restrict_to_space``)."""
     canon = canonical_label(text)
     if canon is None:
         raise DatasetFormatError(file, line, text, "not an emotion label (see canonical_label)")
-    if canon not in space.names:
-        raise DatasetFormatError(
-            file, line, text, f"label {canon!r} is not in label space {space.name!r} {space.names}"
-        )
-    return canon, space.id_of(canon)
+    return canon, CANONICAL.id_of(canon)
 
 
 def load_folder(
     root: str | os.PathLike[str],
     split: str | None = None,
     *,
-    label_space: LabelSpace | str | None = None,
+    label_space: LabelSpaceArg = None,
     skip_missing: bool = False,
     verify_images: bool = True,
     return_report: bool = False,
@@ -54,17 +54,18 @@ def load_folder(
 
     Class folder names go through :func:`tag_model.au.canonical_label` (``happy/`` ->
     ``happiness``; case-insensitive); a folder that names no emotion raises
-    :class:`DatasetFormatError`. Hidden files and folders (``.name``) are ignored. Files whose
+    :class:`DatasetFormatError`; images of an emotion outside ``label_space`` are dropped and
+    counted in ``report.dropped`` (``not_in_label_space:<label>``). Hidden files and folders (``.name``) are ignored. Files whose
     extension is not in :data:`IMAGE_EXTENSIONS`, and files directly under the root, are not
     loaded and are listed in ``report.ignored_files``. Files are read in sorted order.
 
     Args:
         split: a sub-folder of ``root`` holding the class folders (``train``, ``test``...).
-        label_space: the space for ``label_id`` (a :class:`LabelSpace` or its name); default:
-            all eight canonical classes in canonical order.
+        label_space: the space for ``label_id`` (a :class:`LabelSpace`, its name, or a list
+            of labels); default: all eight canonical classes in canonical order.
 
     Raises:
-        DatasetFormatError: a class folder that is not an emotion (or not in ``label_space``).
+        DatasetFormatError: a class folder that is not an emotion.
         UnsafePathError: a symlink that leads outside the root.
         DatasetImageError: corrupt images and ``skip_missing=False``.
     """
@@ -83,7 +84,7 @@ def load_folder(
         if not entry.is_dir():
             report.ignored_files.append(entry.name)
             continue
-        label, label_id = _label(space, entry.name, file=entry, line=None)
+        label, label_id = _label(entry.name, file=entry, line=None)
         for f in sorted(entry.rglob("*")):
             rel_parts = f.relative_to(base_r).parts
             if any(p.startswith(".") for p in rel_parts):
@@ -106,6 +107,7 @@ def load_folder(
                     check=img_abs,
                 )
             )
+    records = restrict_to_space(records, space, report)
     ds = build_dataset(
         records,
         space=space,
@@ -139,7 +141,7 @@ def load_csv(
     split: str | None = None,
     split_col: str = "split",
     landmarks_col: str | None = None,
-    label_space: LabelSpace | str | None = None,
+    label_space: LabelSpaceArg = None,
     skip_missing: bool = False,
     verify_images: bool = True,
     return_report: bool = False,
@@ -154,7 +156,10 @@ def load_csv(
         split: keep only rows whose ``split_col`` equals it (the column must exist).
         landmarks_col: optional column with 68 points, as AffectNet's ``x1;y1;...;x68;y68``
             or as JSON ``[[x, y], ...]``; empty means None.
-        label_space: the space for ``label_id``; default all eight canonical classes.
+        label_space: the space for ``label_id`` (a :class:`~tag_model.au.LabelSpace`, its
+            name, or a list of labels); default all eight canonical classes. Rows whose label
+            is outside it are dropped and counted in ``report.dropped``
+            (``not_in_label_space:<label>``).
 
     Raises:
         DatasetFormatError: missing columns, an unknown label, bad landmarks or a short row
@@ -194,7 +199,7 @@ def load_csv(
                 )
             if split is not None and row[col[split_col]].strip() != split:
                 continue
-            label, label_id = _label(space, row[col[label_col]], file=csv_path, line=line)
+            label, label_id = _label(row[col[label_col]], file=csv_path, line=line)
             lm = (
                 _parse_landmarks(row[col[landmarks_col]], file=csv_path, line=line)
                 if landmarks_col is not None
@@ -213,6 +218,7 @@ def load_csv(
                     check=img_abs,
                 )
             )
+    records = restrict_to_space(records, space, report)
     ds = build_dataset(
         records,
         space=space,

@@ -11,10 +11,13 @@ from tag_model.au import RAFDB
 
 from ._common import (
     DatasetFormatError,
+    LabelSpaceArg,
     LoadReport,
     Record,
     build_dataset,
     resolve_inside,
+    resolve_label_space,
+    restrict_to_space,
 )
 from ._landmarks import read_rafdb_landmarks
 
@@ -29,6 +32,7 @@ def load_rafdb(
     split: str = "train",
     *,
     aligned: bool = True,
+    label_space: LabelSpaceArg = None,
     skip_missing: bool = False,
     verify_images: bool = True,
     return_report: bool = False,
@@ -55,6 +59,9 @@ def load_rafdb(
     Args:
         root: dataset root.
         split: ``"train"``, ``"test"`` or ``"all"``.
+        label_space: the label space of ``label_id`` (a name, a :class:`LabelSpace` or a list
+            of labels); default RAF-DB's seven classes. Rows whose label is outside it are
+            dropped and counted in ``report.dropped`` (``not_in_label_space:<label>``).
         skip_missing: skip (and report) missing/corrupt images instead of raising
             :class:`DatasetImageError`.
         verify_images: decode every image once to detect corrupt files (set False on slow disks
@@ -134,9 +141,11 @@ def load_rafdb(
                     check=img_abs,
                 )
             )
+    space = resolve_label_space(label_space, RAFDB)
+    records = restrict_to_space(records, space, report)
     ds = build_dataset(
         records,
-        space=RAFDB,
+        space=space,
         report=report,
         root=root_p,
         skip_missing=skip_missing,
