@@ -608,3 +608,191 @@ def test_tiny_vlm_on_cuda_bf16(family: str, face: Image.Image) -> None:
     assert px.device.type == "cuda" and px.dtype == torch.float32
     back = get_adapter(family).from_pixels(px, (640, 480))
     torch.testing.assert_close(back, boxes.float(), atol=1.0, rtol=0)
+
+
+# --------------------------------------------------------------------------- TAG settings
+def test_tag_settings_round_trip_and_validation(tmp_path: Path) -> None:
+    from tag_model.backbones import (
+        PROMPT_STYLES,
+        SETTINGS_FILE,
+        TagSettings,
+        load_tag_settings,
+        save_tag_settings,
+    )
+
+    s = TagSettings.for_family(
+        "Qwen2.5-VL", LABELS, label_space="rafdb", prompt_style="compact", detector="geometric"
+    )
+    assert s.family == "qwen2_5_vl" and s.coord_space == "absolute_resized"
+    assert s.labels == LABELS and isinstance(s.labels, tuple)
+    assert TagSettings.from_dict(s.to_dict()) == s
+    assert load_tag_settings(tmp_path) is None  # no file: no settings, not an error
+    path = save_tag_settings(tmp_path / "ckpt", s)
+    assert path == tmp_path / "ckpt" / SETTINGS_FILE
+    assert load_tag_settings(tmp_path / "ckpt") == s == load_tag_settings(path)
+    assert json.loads(path.read_text())["labels"] == list(LABELS)
+    assert s.replace(family="qwen3_vl").coord_space == "relative_1000"
+    # the styles the settings accept are the prompt builder's
+    for style in PROMPT_STYLES:
+        assert s.replace(prompt_style=style).prompt_style == style
+    # keys from a newer writer are ignored; a newer format version is refused
+    assert TagSettings.from_dict({**s.to_dict(), "extra": 1}) == s
+    with pytest.raises(ValueError, match="'version'"):
+        TagSettings.from_dict({**s.to_dict(), "version": 99})
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"family": "llava"}, "family"),
+        ({"coord_space": "relative_1000"}, "coord_space"),  # not Qwen2.5-VL's convention
+        ({"coord_space": "pixels"}, "coord_space"),
+        ({"labels": []}, "labels"),
+        ({"labels": "happiness"}, "labels"),
+        ({"labels": ["happiness", "happiness"]}, "labels"),
+        ({"prompt_style": "verbose"}, "prompt_style"),
+        ({"label_space": 7}, "label_space"),
+        ({"detector": ""}, "detector"),
+        ({"labels": None}, "labels"),
+    ],
+)
+def test_malformed_tag_settings_name_file_and_field(tmp_path: Path, change, field) -> None:
+    from tag_model.backbones import SETTINGS_FILE, TagSettings, load_tag_settings
+
+    data = TagSettings.for_family("qwen2_5_vl", LABELS).to_dict()
+    data.update(change)
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(data))
+    with pytest.raises(ValueError) as info:
+        load_tag_settings(tmp_path)
+    msg = str(info.value)
+    assert str(tmp_path / SETTINGS_FILE) in msg and f"field {field!r}" in msg
+
+
+def test_tag_settings_file_not_json_or_missing_field(tmp_path: Path) -> None:
+    from tag_model.backbones import SETTINGS_FILE, load_tag_settings
+
+    f = tmp_path / SETTINGS_FILE
+    f.write_text('{"family": "qwen2_vl",')
+    with pytest.raises(ValueError, match="not valid JSON") as info:
+        load_tag_settings(tmp_path)
+    assert str(f) in str(info.value)
+    f.write_text('{"family": "qwen2_vl"}')
+    with pytest.raises(ValueError, match="field 'coord_space' is missing"):
+        load_tag_settings(tmp_path)
+    f.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        load_tag_settings(tmp_path)
+
+
+# --------------------------------------------------------------------------- LoRA adapters
+def _adapter_with_effect(model) -> None:
+    """LoRA's B matrices start at zero; give them values so the adapter changes the output."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+
+@pytest.fixture(scope="module")
+def saved_adapter(tmp_path_factory, face: Image.Image):
+    """A tiny Qwen2.5-VL base folder and a LoRA adapter folder trained on it (no processor)."""
+    from tag_model.backbones import load_backbone
+
+    root = tmp_path_factory.mktemp("lora")
+    make_tiny_vlm("qwen2_5_vl", save_dir=root / "base", seed=0)
+    base, processor, _ = load_backbone(root / "base", dtype=torch.float32)
+    peft_model = freeze_for_training(base, lora=LoraSpec(r=4, alpha=8)).model
+    _adapter_with_effect(peft_model)
+    with torch.no_grad():  # the projector is saved with the adapter (modules_to_save)
+        for name, p in peft_model.named_parameters():
+            if "modules_to_save" in name:
+                p.add_(0.01)
+    peft_model.save_pretrained(root / "adapter")
+    prompt = build_prompt_text(processor, build_messages(face, LABELS, family="qwen2_5_vl"))
+    batch = processor(text=[prompt], images=[face], return_tensors="pt")
+    peft_model.eval()
+    with torch.no_grad():
+        want = peft_model(**batch).logits
+    return {"root": root, "batch": batch, "logits": want, "processor": processor}
+
+
+def test_checkpoint_kind(saved_adapter, tmp_path: Path) -> None:
+    from tag_model.backbones import checkpoint_kind
+
+    root = saved_adapter["root"]
+    assert checkpoint_kind(root / "base") == "full"
+    assert checkpoint_kind(root / "adapter") == "adapter"
+    assert checkpoint_kind(str(root / "adapter")) == "adapter"
+    assert checkpoint_kind(tmp_path) is None  # empty folder
+    (tmp_path / "config.json").write_text("{}")
+    assert checkpoint_kind(tmp_path) is None  # a config without weights
+    assert checkpoint_kind(tmp_path / "missing") is None
+    assert checkpoint_kind("Qwen/Qwen2.5-VL-3B-Instruct") is None  # a hub id
+
+
+def test_load_backbone_applies_an_adapter(saved_adapter) -> None:
+    from peft import PeftModel
+    from tag_model.backbones import load_backbone
+
+    root, batch = saved_adapter["root"], saved_adapter["batch"]
+    model, processor, ad = load_backbone(root / "adapter", dtype=torch.float32)
+    assert isinstance(model, PeftModel) and ad.family == "qwen2_5_vl"
+    assert not any(p.requires_grad for p in model.parameters())  # inference by default
+    with torch.no_grad():
+        base_logits = load_backbone(root / "base", dtype=torch.float32)[0](**batch).logits
+        got = model(**batch).logits
+    torch.testing.assert_close(got, saved_adapter["logits"], atol=1e-5, rtol=1e-5)
+    assert (got - base_logits).abs().max() > 1e-3  # the adapter does change the output
+    # no processor in the adapter folder: the base's
+    assert (
+        processor.image_processor.to_dict() == saved_adapter["processor"].image_processor.to_dict()
+    )
+    merged, _, _ = load_backbone(root / "adapter", dtype=torch.float32, merge=True)
+    assert not isinstance(merged, PeftModel)
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, got, atol=1e-4, rtol=1e-4)
+    trainable, _, _ = load_backbone(root / "adapter", dtype=torch.float32, adapter_trainable=True)
+    names = [n for n, p in trainable.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or "modules_to_save" in n for n in names)
+
+
+def test_adapter_processor_and_base_resolution(saved_adapter, tmp_path: Path) -> None:
+    import shutil
+
+    from tag_model.backbones import load_backbone
+
+    root = saved_adapter["root"]
+    ad_dir = tmp_path / "runs" / "adapter"
+    shutil.copytree(root / "adapter", ad_dir)
+    shutil.copytree(root / "base", tmp_path / "runs" / "base")
+    # a processor saved with the adapter wins over the base's
+    small = load_backbone(root / "base", processor_kwargs={"max_pixels": 56 * 56})[1]
+    small.save_pretrained(ad_dir)
+    _, processor, ad = load_backbone(ad_dir, dtype=torch.float32)
+    assert processor.image_processor.size["longest_edge"] == 56 * 56 == ad.max_pixels
+    # a relative base path is found next to the adapter folder
+    cfg = json.loads((ad_dir / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "../base"
+    (ad_dir / "adapter_config.json").write_text(json.dumps(cfg))
+    model, _, _ = load_backbone(ad_dir, dtype=torch.float32)
+    assert model.peft_config["default"].r == 4
+    # no base named at all: a clear error, and base_model= overrides
+    cfg["base_model_name_or_path"] = None
+    (ad_dir / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="base_model_name_or_path"):
+        load_backbone(ad_dir)
+    model, _, _ = load_backbone(ad_dir, dtype=torch.float32, base_model=root / "base")
+    with pytest.raises(ValueError, match="requested"):
+        load_backbone(ad_dir, family="qwen2_vl", base_model=root / "base")
+
+
+def test_processor_pixel_budget_through_load_backbone(saved_adapter, face: Image.Image) -> None:
+    base = saved_adapter["root"] / "base"
+    _, default, _ = load_backbone(base)
+    _, small, ad = load_backbone(
+        base, processor_kwargs={"min_pixels": 28 * 28, "max_pixels": 56 * 56}
+    )
+    assert small.image_processor.size["longest_edge"] == 56 * 56 == ad.max_pixels
+    assert _grid_tokens(small, face)[2] < _grid_tokens(default, face)[2]

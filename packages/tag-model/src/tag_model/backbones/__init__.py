@@ -10,6 +10,10 @@
 - :func:`freeze_for_training` applies the freezing policy (vision frozen; projector and
   language model train; optional LoRA) and reports parameter counts.
 - :func:`make_tiny_vlm` builds a tiny random model, tokenizer and processor offline.
+- :class:`TagSettings` (:func:`save_tag_settings` / :func:`load_tag_settings`): the TAG
+  settings a checkpoint was trained with (``tag_settings.json``: family, coordinate space,
+  label set, prompt style, detector); :func:`checkpoint_kind` tells a full checkpoint from a
+  LoRA adapter folder (which :func:`load_backbone` also loads).
 
 Importing this package is cheap: transformers, peft and torch load on first use.
 """
@@ -34,7 +38,7 @@ from ._freeze import (
     part_of,
 )
 from ._generate import generate_completions
-from ._loading import BackboneNotFoundError, load_backbone
+from ._loading import BackboneNotFoundError, adapter_base_model, load_backbone
 from ._prompts import (
     DEFAULT_PROMPT_FAMILY,
     PROMPT_STYLES,
@@ -42,6 +46,13 @@ from ._prompts import (
     build_prompt_text,
     grounded_instruction,
     zero_shot_instruction,
+)
+from ._settings import (
+    SETTINGS_FILE,
+    TagSettings,
+    checkpoint_kind,
+    load_tag_settings,
+    save_tag_settings,
 )
 from ._tiny import (
     TINY_SPECIAL_TOKENS,
@@ -57,6 +68,7 @@ __all__ = [
     "FAMILIES",
     "PARTS",
     "PROMPT_STYLES",
+    "SETTINGS_FILE",
     "TINY_SPECIAL_TOKENS",
     "BackboneAdapter",
     "BackboneNotFoundError",
@@ -64,10 +76,13 @@ __all__ = [
     "LoraSpec",
     "ParamReport",
     "PartCount",
+    "TagSettings",
     "UnknownFamilyError",
+    "adapter_base_model",
     "build_messages",
     "build_prompt_text",
     "build_tiny_tokenizer",
+    "checkpoint_kind",
     "detect_family",
     "family_spec",
     "freeze_for_training",
@@ -76,12 +91,14 @@ __all__ = [
     "grounded_instruction",
     "load_backbone",
     "load_processor",
+    "load_tag_settings",
     "lora_config_for",
     "make_tiny_vlm",
     "param_report",
     "part_of",
     "qwen_chat_template",
     "resolve_family",
+    "save_tag_settings",
     "tokenizer_corpus",
     "zero_shot_instruction",
 ]

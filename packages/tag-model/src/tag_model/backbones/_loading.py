@@ -1,7 +1,12 @@
-"""Loading a backbone (model, processor, adapter) by local path or hub id, via Auto classes."""
+"""Loading a backbone (model, processor, adapter) by local path or hub id, via Auto classes.
+
+A LoRA adapter folder (peft, with ``adapter_config.json``) loads too: its base model comes
+from ``base_model_name_or_path`` through the same path, then the adapter is applied.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -10,7 +15,7 @@ from typing import Any
 from ._coords import BackboneAdapter, get_adapter
 from ._families import FAMILIES, UnknownFamilyError, detect_family, family_spec, resolve_family
 
-__all__ = ["BackboneNotFoundError", "load_backbone"]
+__all__ = ["BackboneNotFoundError", "adapter_base_model", "load_backbone"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -66,6 +71,36 @@ def _download_hint(name_or_path: str, family: str | None, reason: str) -> str:
     )
 
 
+_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
+
+
+def adapter_base_model(adapter_dir: str | os.PathLike[str]) -> str:
+    """The base model a peft adapter folder was trained on (``base_model_name_or_path``).
+
+    A relative path that does not exist from the working directory is tried relative to
+    the adapter folder.
+
+    Raises:
+        ValueError: ``adapter_config.json`` is unreadable or names no base model.
+    """
+    path = Path(os.path.expanduser(os.fspath(adapter_dir))) / "adapter_config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the adapter config: {exc}") from None
+    base = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(
+            f"{path}: field 'base_model_name_or_path' is empty; pass the base model "
+            "explicitly (load_backbone(..., base_model=...), --base_model)"
+        )
+    if not os.path.isabs(base) and not os.path.exists(base):
+        beside = path.parent / base
+        if beside.is_dir():
+            return str(beside.resolve())
+    return base
+
+
 def load_backbone(
     name_or_path: str | os.PathLike[str],
     *,
@@ -73,12 +108,20 @@ def load_backbone(
     dtype: Any = "auto",
     device_map: Any = None,
     processor_kwargs: dict[str, Any] | None = None,
+    merge: bool = False,
+    adapter_trainable: bool = False,
+    base_model: str | os.PathLike[str] | None = None,
     **kw: Any,
 ) -> tuple[Any, Any, BackboneAdapter]:
-    """Load a VLM backbone through the transformers Auto classes.
+    """Load a VLM backbone (full checkpoint or LoRA adapter) through the transformers Auto classes.
 
     Args:
-        name_or_path: a local checkpoint folder or a hub id (``"Qwen/Qwen2.5-VL-3B-Instruct"``).
+        name_or_path: a local checkpoint folder, a hub id (``"Qwen/Qwen2.5-VL-3B-Instruct"``),
+            or a LoRA adapter folder (peft, holding ``adapter_config.json``). For an adapter,
+            the base model named by its ``base_model_name_or_path`` (or ``base_model``) is
+            loaded the same way and the adapter applied with ``PeftModel.from_pretrained``;
+            the processor comes from the adapter folder when one was saved there, else from
+            the base.
         family: expected family; ``None`` detects it from ``config.model_type``. A mismatch
             with the checkpoint raises ``ValueError``.
         dtype: weights dtype for ``from_pretrained`` (``"auto"``, ``torch.bfloat16``, ...).
@@ -87,9 +130,17 @@ def load_backbone(
             (e.g. ``{"max_pixels": 512 * 28 * 28}``).
         **kw: extra ``AutoModelForImageTextToText.from_pretrained`` arguments
             (``attn_implementation``, ``revision``, ``local_files_only``, ...).
+        merge: adapters only: return ``merge_and_unload()`` (a plain transformers model with
+            the LoRA deltas folded in) instead of the ``PeftModel``.
+        adapter_trainable: adapters only: load the adapter weights trainable (continue
+            training it); otherwise the ``PeftModel`` is for inference.
+        base_model: adapters only: the base model to use instead of the one the adapter
+            names (when the base has moved since training).
 
     Returns:
-        ``(model, processor, adapter)``; the adapter's geometry follows the processor.
+        ``(model, processor, adapter)``; the adapter's geometry follows the processor. For a
+        LoRA folder ``model`` is a ``peft.PeftModel`` (or, with ``merge=True``, the merged
+        transformers model).
 
     Raises:
         BackboneNotFoundError: the files are missing (no such folder, offline, not in the
@@ -110,6 +161,18 @@ def load_backbone(
         )
     if os.path.isdir(expanded):
         name = expanded
+        if os.path.isfile(os.path.join(name, "adapter_config.json")):
+            return _load_adapter(
+                name,
+                family=family,
+                dtype=dtype,
+                device_map=device_map,
+                processor_kwargs=processor_kwargs,
+                merge=merge,
+                trainable=adapter_trainable,
+                base_model=base_model,
+                **kw,
+            )
     hub_kwargs = {
         k: kw[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kw
     }
@@ -141,4 +204,45 @@ def load_backbone(
             _download_hint(name, detected, f"{type(exc).__name__}: {exc}")
         ) from exc
     adapter = get_adapter(detected, processor=processor)
+    return model, processor, adapter
+
+
+def _load_adapter(
+    adapter_dir: str,
+    *,
+    family: str | None,
+    dtype: Any,
+    device_map: Any,
+    processor_kwargs: dict[str, Any] | None,
+    merge: bool,
+    trainable: bool,
+    base_model: str | os.PathLike[str] | None,
+    **kw: Any,
+) -> tuple[Any, Any, BackboneAdapter]:
+    from peft import PeftModel
+
+    from ._tiny import load_processor
+
+    base = os.fspath(base_model) if base_model is not None else adapter_base_model(adapter_dir)
+    if os.path.isdir(os.path.expanduser(base)) and os.path.isfile(
+        os.path.join(os.path.expanduser(base), "adapter_config.json")
+    ):
+        raise ValueError(
+            f"{adapter_dir}: its base model {base!r} is itself a LoRA adapter; merge that one "
+            "first (tag-train merge) and pass the merged folder as base_model"
+        )
+    model, processor, adapter = load_backbone(
+        base,
+        family=family,
+        dtype=dtype,
+        device_map=device_map,
+        processor_kwargs=processor_kwargs,
+        **kw,
+    )
+    model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=trainable and not merge)
+    if merge:
+        model = model.merge_and_unload()
+    if any(os.path.isfile(os.path.join(adapter_dir, f)) for f in _PROCESSOR_FILES):
+        processor = load_processor(adapter_dir, family=adapter.family, **(processor_kwargs or {}))
+        adapter = get_adapter(adapter.family, processor=processor)
     return model, processor, adapter

@@ -364,13 +364,15 @@ def _make_processor(
     )
 
 
-def load_processor(name_or_path: str | Path, **kwargs: Any) -> Any:
+def load_processor(name_or_path: str | Path, *, family: str | None = None, **kwargs: Any) -> Any:
     """``AutoProcessor.from_pretrained``, falling back to an image-only build without torchvision.
 
     transformers' Qwen-VL processors need a video processor, and its video processors
     need torchvision. Where torchvision is absent, this loads the image processor with
     the PIL backend, the tokenizer and the chat template, and puts an image-only
-    placeholder in the video slot (video input then raises).
+    placeholder in the video slot (video input then raises). ``family`` names the
+    backbone family when the folder has no ``config.json`` to read it from (a LoRA
+    adapter folder with a saved processor).
     """
     from transformers import AutoProcessor
 
@@ -381,7 +383,9 @@ def load_processor(name_or_path: str | Path, **kwargs: Any) -> Any:
             raise
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
-    spec = family_spec(detect_family(AutoConfig.from_pretrained(name_or_path)))
+    spec = family_spec(
+        family if family is not None else detect_family(AutoConfig.from_pretrained(name_or_path))
+    )
     image_processor = AutoImageProcessor.from_pretrained(name_or_path, backend="pil", **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     template = getattr(tokenizer, "chat_template", None)
