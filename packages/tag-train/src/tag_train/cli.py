@@ -79,6 +79,24 @@ def _rl(argv: list[str]) -> int:
     return 0
 
 
+def _export(argv: list[str]) -> int:
+    from trl import TrlParser
+
+    from tag_train.export import ExportArguments, export_dataset
+
+    parser = TrlParser((ExportArguments,), prog="tag-train export", description=_EXPORT_HELP)
+    (args,) = parser.parse_args_and_config(argv)
+    print(export_dataset(args).as_text())
+    return 0
+
+
+_EXPORT_HELP = (
+    "Write a trace dataset as verl (parquet), EasyR1 (parquet) or OpenRLHF (jsonl + PNGs) GRPO "
+    "data; each row carries TAG's ground_truth JSON for tag_train.integrations' reward "
+    "functions (docs/integrations.md)."
+)
+
+
 _DEMO_FLAGS = ("--preset", "--run_dir", "--cache_dir", "--no_cache", "--seed")
 
 
@@ -121,7 +139,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{traces,sft,rl}")
+    sub = parser.add_subparsers(dest="command", metavar="{traces,sft,rl,export}")
     sub.add_parser(
         "traces", help="build a trace dataset (teacher + rejection sampling)", add_help=False
     )
@@ -130,6 +148,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "rl",
         help="GRPO with format/answer/grounding rewards; no arguments: the demo",
         add_help=False,
+    )
+    sub.add_parser(
+        "export", help="a trace dataset as verl / EasyR1 / OpenRLHF data", add_help=False
     )
     return parser
 
@@ -142,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args else 2
     command, rest = args[0], args[1:]
-    handlers = {"traces": _traces, "sft": _sft, "rl": _rl}
+    handlers = {"traces": _traces, "sft": _sft, "rl": _rl, "export": _export}
     if command not in handlers:
         parser.error(f"unknown command {command!r}; choose from traces, sft, rl")
     return handlers[command](rest)
