@@ -71,3 +71,35 @@ def test_no_activated_aus_still_writes_a_valid_trace():
     p = parse_trace(TemplateTeacher().write(_req(act=(), label="sadness")), labels=LABELS)
     assert p.format_ok and p.answer == "sadness"
     assert p.steps[0].aus == [] and p.steps[0].box is not None
+
+
+def test_hf_teacher_loading_options(tmp_path):
+    import torch
+    from tag_model.backbones import make_tiny_vlm
+
+    make_tiny_vlm("qwen2_vl", save_dir=tmp_path, text_layers=1, vision_depth=1)
+    t = HFTeacher.from_pretrained(
+        str(tmp_path), dtype="bfloat16", attn_implementation="eager", max_pixels=56 * 56,
+        max_new_tokens=4, do_sample=False,
+    )  # fmt: skip
+    assert {p.dtype for p in t.model.parameters()} == {torch.bfloat16}
+    assert t.model.config._attn_implementation == "eager"
+    assert t.processor.image_processor.size["longest_edge"] == 56 * 56
+    if not torch.cuda.is_available():  # device_map "auto" only where there is a GPU
+        assert {p.device.type for p in t.model.parameters()} == {"cpu"}
+    reply = t.generate([_req(0)])[0]
+    assert "error" not in reply.meta, reply.meta
+    default = HFTeacher.from_pretrained(str(tmp_path), max_new_tokens=4)
+    assert {p.dtype for p in default.model.parameters()} == {torch.float32}  # the checkpoint's
+
+
+def test_hf_teacher_quantization_needs_bitsandbytes_and_cuda(tmp_path):
+    import importlib.util
+
+    import pytest
+    import torch
+
+    if importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available():
+        pytest.skip("bitsandbytes and CUDA are both here")
+    with pytest.raises(RuntimeError, match=r"--load_in_4bit.*(bitsandbytes|CUDA)"):
+        HFTeacher.from_pretrained(str(tmp_path), load_in_4bit=True)

@@ -96,20 +96,62 @@ class TracesArguments:
     synth_size: int = field(default=112, metadata={"help": "synth: image side in pixels."})
     seed: int = field(default=0, metadata={"help": "Seed (template wording, synth faces)."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    skip_missing: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip dataset rows whose image file is missing or corrupt (counted and "
+            "reported) instead of failing."
+        },
+    )
 
 
 @dataclass
 class ModelArguments:
-    """Model and adapter arguments shared by ``sft`` and ``rl``."""
+    """Model-loading arguments shared by ``sft`` and ``rl``, named as in TRL's ``ModelConfig``.
+
+    ``--model_name_or_path`` is a full checkpoint (local folder or hub id) or a LoRA adapter
+    folder (``adapter_config.json``; its base model is loaded and the adapter applied).
+    ``--dtype``, ``--attn_implementation``, ``--use_peft`` / ``--lora_*`` and
+    ``--load_in_4bit`` / ``--load_in_8bit`` mean what they mean in TRL; ``--min_pixels`` /
+    ``--max_pixels`` set the image processor's pixel budget. Unlike TRL (``float32``), the
+    default ``--dtype`` is ``auto``: the checkpoint's own dtype.
+    """
 
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Local path or hub id of the VLM (Auto classes)."}
+        default=None,
+        metadata={
+            "help": "Local folder or hub id of the VLM (Auto classes), or a LoRA adapter folder "
+            "(adapter_config.json: its base model is loaded and the adapter applied)."
+        },
+    )
+    model_revision: str | None = field(
+        default=None,
+        metadata={"help": "Hub revision (branch, tag or commit) of a hub id; ignored for folders."},
     )
     family: str | None = field(
         default=None, metadata={"help": "Backbone family (default: read from the model's config)."}
     )
-    lora: bool = field(
-        default=False, metadata={"help": "Train LoRA adapters (peft) instead of full weights."}
+    dtype: str | None = field(
+        default="auto",
+        metadata={
+            "help": "Load the weights in this dtype; 'auto' (default) keeps the checkpoint's.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention implementation: eager, sdpa, flash_attention_2 (needs flash-attn "
+            "and a GPU), ...; default: transformers' choice."
+        },
+    )
+    use_peft: bool = field(
+        default=False,
+        metadata={
+            "help": "Train LoRA adapters (peft) on the language model instead of full weights "
+            "(the projector still trains fully). Implied when --model_name_or_path is an "
+            "adapter folder: that adapter continues training."
+        },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -117,7 +159,40 @@ class ModelArguments:
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={
-            "help": "LoRA target modules (default: the adapter's choice for the language model)."
+            "help": "LoRA target modules inside the language model (default: q/k/v/o and "
+            "gate/up/down projections)."
+        },
+    )
+    load_in_4bit: bool = field(
+        default=False,
+        metadata={
+            "help": "Load the base model in 4 bit (bitsandbytes, CUDA only; QLoRA: needs --use_peft)."
+        },
+    )
+    load_in_8bit: bool = field(
+        default=False,
+        metadata={
+            "help": "Load the base model in 8 bit (bitsandbytes, CUDA only; needs --use_peft)."
+        },
+    )
+    bnb_4bit_quant_type: str = field(
+        default="nf4",
+        metadata={"help": "4-bit quantization type.", "choices": ["fp4", "nf4"]},
+    )
+    use_bnb_nested_quant: bool = field(
+        default=False, metadata={"help": "4 bit: nested (double) quantization."}
+    )
+    min_pixels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Image processor: min pixels of the resized input (default: the processor's)."
+        },
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Image processor: max pixels of the resized input (default: the processor's; "
+            "e.g. 200704 = 256 * 28 * 28 caps visual tokens)."
         },
     )
     train_vision: bool = field(
@@ -130,6 +205,10 @@ class ModelArguments:
             "(default: yes; --train_merger false keeps the encoder's features as they are)."
         },
     )
+
+    def __post_init__(self) -> None:
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("--load_in_4bit and --load_in_8bit exclude each other; choose one")
 
 
 @dataclass

@@ -49,12 +49,49 @@ class HFTeacher:
         self.name = name or f"hf:{path}"
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> HFTeacher:
-        """Load a teacher by local path or hub id (``AutoModelForImageTextToText`` + ``AutoProcessor``)."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        dtype: Any = "auto",
+        attn_implementation: str | None = None,
+        load_in_4bit: bool = False,
+        load_in_8bit: bool = False,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        device_map: Any = "auto-if-cuda",
+        revision: str | None = None,
+        **kwargs: Any,
+    ) -> HFTeacher:
+        """Load a teacher by local path or hub id (``AutoModelForImageTextToText`` + ``AutoProcessor``).
 
-        model = AutoModelForImageTextToText.from_pretrained(name_or_path)
-        processor = AutoProcessor.from_pretrained(name_or_path)
+        The loading options are those of ``tag-train sft|rl`` (TRL ``ModelConfig`` names):
+        ``dtype`` (``"auto"``: the checkpoint's, bfloat16 for the released Qwen-VL
+        weights), ``attn_implementation``, ``load_in_4bit`` / ``load_in_8bit``
+        (bitsandbytes, CUDA only: a clear error otherwise), ``min_pixels`` / ``max_pixels``
+        (the image processor's budget). ``device_map`` defaults to ``"auto"`` on a CUDA
+        machine (the weights spread over the GPUs) and to None (CPU) elsewhere. Other
+        keyword arguments go to the constructor (``max_new_tokens``, ``batch_size``, ...).
+        """
+        from tag_model.backbones import load_processor
+        from transformers import AutoModelForImageTextToText
+
+        from tag_train._model_options import processor_kwargs, quantization_config, torch_dtype
+
+        cuda = torch.cuda.is_available()
+        if device_map == "auto-if-cuda":
+            device_map = "auto" if cuda else None
+        quant = quantization_config(
+            load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, dtype=dtype
+        )
+        load_kw: dict[str, Any] = {"dtype": torch_dtype(dtype), "device_map": device_map}
+        if attn_implementation:
+            load_kw["attn_implementation"] = attn_implementation
+        if quant is not None:
+            load_kw["quantization_config"] = quant
+        hub = {"revision": revision} if revision else {}
+        model = AutoModelForImageTextToText.from_pretrained(name_or_path, **load_kw, **hub)
+        processor = load_processor(name_or_path, **hub, **processor_kwargs(min_pixels, max_pixels))
         return cls(model.eval(), processor, **kwargs)
 
     def _messages(self, request: TeacherRequest) -> list[dict[str, Any]]:
