@@ -97,6 +97,17 @@ _EXPORT_HELP = (
 )
 
 
+def _merge(argv: list[str]) -> int:
+    from trl import TrlParser
+
+    from tag_train.merge import MERGE_HELP, MergeArguments, run_merge
+
+    parser = TrlParser((MergeArguments,), prog="tag-train merge", description=MERGE_HELP)
+    (args,) = parser.parse_args_and_config(argv)
+    print(run_merge(args).as_text())
+    return 0
+
+
 _DEMO_FLAGS = ("--preset", "--run_dir", "--cache_dir", "--no_cache", "--seed")
 
 
@@ -116,7 +127,7 @@ _TRACES_HELP = (
 )
 _SFT_HELP = (
     "Supervised fine-tuning on a trace dataset with TRL's SFTTrainer. The language model and "
-    "projector train, the vision encoder is frozen (the backbone adapter's policy); --lora "
+    "projector train, the vision encoder is frozen (the backbone adapter's policy); --use_peft "
     "trains LoRA adapters instead. Checkpoints every --save_steps; --resume continues from "
     "the last one in --output_dir. Every trl.SFTConfig option is accepted."
 )
@@ -139,7 +150,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{traces,sft,rl,export}")
+    sub = parser.add_subparsers(dest="command", metavar="{traces,sft,rl,merge,export}")
     sub.add_parser(
         "traces", help="build a trace dataset (teacher + rejection sampling)", add_help=False
     )
@@ -148,6 +159,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "rl",
         help="GRPO with format/answer/grounding rewards; no arguments: the demo",
         add_help=False,
+    )
+    sub.add_parser(
+        "merge", help="fold a LoRA adapter into its base: a full checkpoint", add_help=False
     )
     sub.add_parser(
         "export", help="a trace dataset as verl / EasyR1 / OpenRLHF data", add_help=False
@@ -163,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args else 2
     command, rest = args[0], args[1:]
-    handlers = {"traces": _traces, "sft": _sft, "rl": _rl, "export": _export}
+    handlers = {"traces": _traces, "sft": _sft, "rl": _rl, "merge": _merge, "export": _export}
     if command not in handlers:
         parser.error(f"unknown command {command!r}; choose from traces, sft, rl")
     return handlers[command](rest)

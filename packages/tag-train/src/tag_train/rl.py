@@ -22,6 +22,7 @@ from typing import Any
 from tag_train._args import RLScriptArguments
 from tag_train._callbacks import JsonlMetricsCallback, RewardShareCallback
 from tag_train._common import cpu_friendly, label_names, load_model_for_training, train_and_save
+from tag_train._settings_callback import tag_settings_callback
 from tag_train.rewards import RewardTimer, get_tag_rewards
 
 __all__ = ["REWARD_NAMES", "run_rl", "to_rl_dataset"]
@@ -96,7 +97,12 @@ def run_rl(
         args=training_args,
         train_dataset=dataset,
         processing_class=processor,
-        callbacks=[share, JsonlMetricsCallback(metrics), *(callbacks or [])],
+        callbacks=[
+            share,
+            JsonlMetricsCallback(metrics),
+            tag_settings_callback(script_args, traces, family=family, labels=labels),
+            *(callbacks or []),
+        ],
     )
     train_and_save(trainer, script_args, training_args, processor, "rl")
     s = share.summary()

@@ -16,6 +16,7 @@ from typing import Any
 from tag_train._args import SFTScriptArguments
 from tag_train._callbacks import JsonlMetricsCallback
 from tag_train._common import cpu_friendly, load_model_for_training, train_and_save
+from tag_train._settings_callback import tag_settings_callback
 
 __all__ = ["run_sft", "to_sft_dataset"]
 
@@ -64,7 +65,11 @@ def run_sft(
         train_dataset=dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,
-        callbacks=[JsonlMetricsCallback(metrics), *(callbacks or [])],
+        callbacks=[
+            JsonlMetricsCallback(metrics),
+            tag_settings_callback(script_args, traces, family=_adapter.family),
+            *(callbacks or []),
+        ],
     )
     train_and_save(trainer, script_args, training_args, processor, "sft")
     return trainer

@@ -56,6 +56,9 @@ class TraceBuildConfig:
         limit: build at most this many input rows (the first ones).
         prompt_style: the student prompt's style in the ``prompt`` column, ``"full"`` or
             ``"compact"`` (``tag_model.backbones.PROMPT_STYLES``).
+        label_space: the name of the label space ``labels`` came from (``"rafdb"``, ...), or
+            None; recorded in ``tag_settings.json`` only (``labels`` is what the manifest
+            compares on a resume).
     """
 
     family: str = "qwen2_5_vl"
@@ -71,6 +74,7 @@ class TraceBuildConfig:
     use_dlib: bool = True
     limit: int | None = None
     prompt_style: str = "full"
+    label_space: str | None = None
 
 
 @dataclass
@@ -226,7 +230,10 @@ def build_traces(
         "dataset_fingerprint": _fingerprint(dataset),
         "rows": n_rows,
         "teacher": teacher.name,
-        "config": {**dataclasses.asdict(cfg), "labels": list(labels)},
+        "config": {
+            **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "label_space"},
+            "labels": list(labels),
+        },
     }
     build.mkdir(parents=True, exist_ok=True)
     man_path = build / _MANIFEST
@@ -375,10 +382,56 @@ def build_traces(
     summary = _summarise(records.values(), n_rows)
     summary.output_dir = str(out)
     _assemble(dataset, records, ids[:n_rows], out, cfg, labels, adapter)
+    _save_settings(out, cfg, labels, detector)
     summary.seconds = time.perf_counter() - t0
     (build / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2))
     logger.info(summary.as_text())
     return summary
+
+
+_DETECTORS = {
+    "GeometricAUDetector": "geometric",
+    "OpenFaceCSVDetector": "openface",
+    "PyFeatDetector": "pyfeat",
+}
+
+
+def _detector_name(detector: Any) -> str | None:
+    """The short name of an AU detector (``geometric``, ``openface``, ``pyfeat``, ...)."""
+    if detector is None:
+        return None
+    name = _DETECTORS.get(type(detector).__name__)
+    return name or getattr(detector, "name", None) or type(detector).__name__
+
+
+def _save_settings(
+    out: Path, cfg: TraceBuildConfig, labels: tuple[str, ...], detector: Any
+) -> None:
+    """``tag_settings.json`` next to the dataset: what its prompts and boxes mean.
+
+    ``tag-train sft|rl`` copy it (with the trained model's family) into their checkpoints.
+    """
+    from tag_model.backbones import TagSettings, save_tag_settings
+
+    if not labels:
+        logger.warning("%s: no labels (an empty input dataset): no tag_settings.json", out)
+        return
+    space = cfg.label_space
+    if space:
+        from tag_model.au import get_label_space
+
+        if tuple(get_label_space(space).names) != tuple(labels):
+            space = None  # the labels were given explicitly and are not that space
+    save_tag_settings(
+        out,
+        TagSettings.for_family(
+            cfg.family,
+            labels,
+            label_space=space,
+            prompt_style=cfg.prompt_style,
+            detector=_detector_name(detector),
+        ),
+    )
 
 
 def _record(p: _Pending, status: str, teacher_name: str) -> dict[str, Any]:

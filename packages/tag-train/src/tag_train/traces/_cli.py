@@ -72,6 +72,7 @@ def run_traces(args: TracesArguments) -> BuildSummary:
         top_k=args.top_k,
         threshold=args.threshold,
         prompt_style=args.prompt_style,
+        label_space=args.label_space,
         max_format_retries=args.max_format_retries,
         max_label_retries=args.max_label_retries,
         chunk_size=args.chunk_size,
