@@ -113,8 +113,9 @@ def test_precondition_fixture_geometry():
 def test_grounding_f_by_hand(fixtures):
     _, s = fixtures
     assert s.grounding_f[0] == pytest.approx(1.0)
-    # sample 1: precision = 1 matched IoU / 3 pairs = 1/3, recall = 0.7*1/0.7 = 1 -> F1 = 0.5
-    assert s.grounding_f[1] == pytest.approx(0.5, abs=1e-5)
+    # sample 1: the AU-0 box is an inspection, no prediction (class-aware reward): precision =
+    # 1 matched IoU / 2 predicted pairs = 1/2, recall = 0.7*1/0.7 = 1 -> F1 = 2/3
+    assert s.grounding_f[1] == pytest.approx(2 / 3, abs=1e-5)
     # sample 2: IoU 1/16, P = R = 1/16 -> F = 1/16
     assert s.grounding_f[2] == pytest.approx(1 / 16, abs=1e-4)
     assert math.isnan(s.grounding_f[3])
@@ -177,7 +178,7 @@ def test_summary_has_means_and_intervals(fixtures):
     summ = summarize_faithfulness(s, n_boot=500, seed=0)
     g = summ["grounding_f"]
     assert g["n"] == 4
-    assert g["mean"] == pytest.approx((1 + 0.5 + 1 / 16 + 0) / 4, abs=1e-5)
+    assert g["mean"] == pytest.approx((1 + 2 / 3 + 1 / 16 + 0) / 4, abs=1e-5)
     assert g["low"] <= g["mean"] <= g["high"]
     assert summ["counts"] == {
         "pairs": 7,
@@ -185,6 +186,9 @@ def test_summary_has_means_and_intervals(fixtures):
         "region_miss": 1,
         "outside_face": 1,
         "hallucinated_pairs": 3,
+        "unparsed": 0,
+        "empty_activated": 0,
+        "empty_scored": 0,
     }
     assert summ["hallucination_rate"]["n"] == 3
 

@@ -332,7 +332,9 @@ def score_faithfulness(
     grounding_f = np.where(has_ref, reward, np.nan)
     no_ref_aus = np.array([len(s.ref_au) == 0 for s in samples])
     empty_activated = has_ref & no_ref_aus
-    empty_scored = empty_activated & parsed & (n_pairs == 0)
+    # what the kernel saw as predictions: a box naming no AU (AU 0) is none when class-aware
+    n_claims = (pred_au > 0).sum(1) if class_aware else n_pairs
+    empty_scored = empty_activated & parsed & (n_claims == 0)
 
     # (2) set-level AU precision / recall and (a) claimed-but-not-activated AUs.
     au_precision = nan.copy()
