@@ -50,25 +50,25 @@ def judge():
 def _run_args(model, root, out, *extra):
     return [
         "run",
-        "--model",
+        "--model_name_or_path",
         str(model),
         "--dataset",
         "rafdb",
-        "--root",
+        "--data_root",
         str(root),
         "--split",
         "test",
-        "--out",
+        "--output_dir",
         str(out),
-        "--batch-size",
+        "--per_device_eval_batch_size",
         "2",
-        "--max-new-tokens",
+        "--max_new_tokens",
         "10",
         "--limit",
         str(LIMIT),
-        "--n-boot",
+        "--n_boot",
         "300",
-        "--no-progress",
+        "--no_progress",
         *extra,
     ]
 
@@ -97,7 +97,9 @@ def test_run_compare_report(rafdb_root, model_dir, judge, tmp_path, capsys, monk
     runs = tmp_path / "runs"
     # 1. run: the tiny model with TAG's grounded prompt, and the zero-shot baseline prompt
     assert main(_run_args(model_dir, rafdb_root, runs / "tiny")) == 0
-    zs = _run_args(model_dir, rafdb_root, runs / "tiny_zs", "--prompt", "zeroshot", "--limit", "2")
+    zs = _run_args(
+        model_dir, rafdb_root, runs / "tiny_zs", "--prompt_style", "zeroshot", "--limit", "2"
+    )
     assert main(zs) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out
@@ -123,12 +125,12 @@ def test_run_compare_report(rafdb_root, model_dir, judge, tmp_path, capsys, monk
     # 1b. interrupted (Ctrl-C during the 2nd batch), then resumed from the CLI: same result
     gen = _Interrupt(load_generator(str(model_dir), max_new_tokens=10), n=2)
     cfg = RunConfig(
-        model=str(model_dir),
+        model_name_or_path=str(model_dir),
         dataset="rafdb",
-        root=str(rafdb_root),
+        data_root=str(rafdb_root),
         split="test",
-        out=str(runs / "resumed"),
-        batch_size=2,
+        output_dir=str(runs / "resumed"),
+        per_device_eval_batch_size=2,
         max_new_tokens=10,
         limit=LIMIT,
         n_boot=300,
@@ -164,18 +166,18 @@ def test_run_compare_report(rafdb_root, model_dir, judge, tmp_path, capsys, monk
             "compare",
             str(runs / "oracle"),
             str(runs / "tiny"),
-            "--out",
+            "--output_dir",
             str(cmp_dir),
-            "--judge-url",
+            "--judge_url",
             judge.base_url,
-            "--judge-model",
+            "--judge_model",
             "local-judge",
-            "--judge-api-key-env",
+            "--judge_api_key_env",
             "E2E_JUDGE_KEY",
-            "--judge-backoff",
+            "--judge_backoff",
             "0",
-            "--export-human",
-            "--no-progress",
+            "--export_human",
+            "--no_progress",
         ]
     )
     assert rc == 0
@@ -198,11 +200,11 @@ def test_run_compare_report(rafdb_root, model_dir, judge, tmp_path, capsys, monk
     rc = main(
         [
             "compare",
-            "--import-answers",
+            "--import_answers",
             str(tmp_path / "filled.csv"),
             "--key",
             str(cmp_dir / "human_key.json"),
-            "--out",
+            "--output_dir",
             str(tmp_path / "human"),
         ]
     )
@@ -224,7 +226,7 @@ def test_run_compare_report(rafdb_root, model_dir, judge, tmp_path, capsys, monk
             str(runs / "tiny_zs"),
             "--out",
             str(report),
-            "--gallery-size",
+            "--gallery_size",
             "3",
             "--compare",
             str(cmp_dir),
@@ -244,7 +246,7 @@ def test_run_compare_report(rafdb_root, model_dir, judge, tmp_path, capsys, monk
 def test_bad_input_errors(rafdb_root, model_dir, tmp_path, capsys):
     # missing model path
     rc = main(_run_args(tmp_path / "missing_model", rafdb_root, tmp_path / "o"))
-    assert rc == 2 and "model path not found" in capsys.readouterr().err
+    assert rc == 3 and "model path not found" in capsys.readouterr().err
     # empty dataset (RAF-DB layout with an empty test split)
     empty = tmp_path / "empty"
     (empty / "EmoLabel").mkdir(parents=True)
@@ -253,7 +255,7 @@ def test_bad_input_errors(rafdb_root, model_dir, tmp_path, capsys):
     src = next((rafdb_root / "Image" / "aligned").glob("train_*"))
     (empty / "Image" / "aligned" / "train_00001_aligned.jpg").write_bytes(src.read_bytes())
     rc = main(_run_args(model_dir, empty, tmp_path / "o2"))
-    assert rc == 2 and "has no samples" in capsys.readouterr().err
+    assert rc == 4 and "has no samples" in capsys.readouterr().err
     # a JSONL from another run's label space in the output directory
     out = tmp_path / "o3"
     out.mkdir()
@@ -270,7 +272,7 @@ def test_bad_input_errors(rafdb_root, model_dir, tmp_path, capsys):
     ok = tmp_path / "ok"
     assert main(_run_args(model_dir, rafdb_root, ok, "--limit", "1")) == 0
     capsys.readouterr()
-    rc = main(["compare", str(ok), str(out), "--export-human", "--out", str(tmp_path / "c")])
+    rc = main(["compare", str(ok), str(out), "--export_human", "--output_dir", str(tmp_path / "c")])
     assert rc == 2 and "different label spaces" in capsys.readouterr().err
 
 
@@ -290,7 +292,7 @@ def test_killed_run_resumes(rafdb_root, model_dir, tmp_path):
     """SIGKILL a real ``tag-eval run`` process mid-way; rerunning completes it exactly."""
     exe = Path(sys.executable).with_name("tag-eval")
     out = tmp_path / "killed"
-    args = _run_args(model_dir, rafdb_root, out, "--batch-size", "1")
+    args = _run_args(model_dir, rafdb_root, out, "--per_device_eval_batch_size", "1")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
@@ -308,9 +310,9 @@ def test_killed_run_resumes(rafdb_root, model_dir, tmp_path):
     proc.wait()
     n_before = len(_jsonl(samples))
     assert 1 <= n_before < LIMIT, "the run finished before it could be killed"
-    assert main(_run_args(model_dir, rafdb_root, out, "--batch-size", "1")) == 0
+    assert main(_run_args(model_dir, rafdb_root, out, "--per_device_eval_batch_size", "1")) == 0
     recs = _jsonl(samples)
     assert len(recs) == LIMIT and len({r["id"] for r in recs}) == LIMIT
     ref = tmp_path / "ref"
-    assert main(_run_args(model_dir, rafdb_root, ref, "--batch-size", "1")) == 0
+    assert main(_run_args(model_dir, rafdb_root, ref, "--per_device_eval_batch_size", "1")) == 0
     assert [r["trace"] for r in recs] == [r["trace"] for r in _jsonl(ref / "samples.jsonl")]

@@ -26,12 +26,12 @@ def model_dir(tmp_path_factory):
 
 def _cfg(root, out, **kw) -> RunConfig:
     base = dict(
-        model="oracle",
+        model_name_or_path="oracle",
         dataset="rafdb",
-        root=str(root),
+        data_root=str(root),
         split="test",
-        out=str(out),
-        batch_size=3,
+        output_dir=str(out),
+        per_device_eval_batch_size=3,
         max_new_tokens=8,
         n_boot=200,
     )
@@ -75,7 +75,13 @@ def test_oracle_run_scores_perfectly(rafdb_root, tmp_path):
 
 
 def test_tiny_model_run_is_deterministic_and_resumes(rafdb_root, model_dir, tmp_path):
-    cfg = _cfg(rafdb_root, tmp_path / "a", model=str(model_dir), limit=5, batch_size=2)
+    cfg = _cfg(
+        rafdb_root,
+        tmp_path / "a",
+        model_name_or_path=str(model_dir),
+        limit=5,
+        per_device_eval_batch_size=2,
+    )
     m = run_eval(cfg)
     recs = _records(tmp_path / "a")
     assert len(recs) == 5
@@ -96,7 +102,15 @@ def test_tiny_model_run_is_deterministic_and_resumes(rafdb_root, model_dir, tmp_
         assert r["landmarks_source"] == "dataset"
     assert m["classification"]["n"] == 5
     # same seed, fresh directory -> identical traces
-    run_eval(_cfg(rafdb_root, tmp_path / "b", model=str(model_dir), limit=5, batch_size=2))
+    run_eval(
+        _cfg(
+            rafdb_root,
+            tmp_path / "b",
+            model_name_or_path=str(model_dir),
+            limit=5,
+            per_device_eval_batch_size=2,
+        )
+    )
     assert [r["trace"] for r in _records(tmp_path / "b")] == [r["trace"] for r in recs]
     # interrupted run: two full records plus a torn third line -> resume regenerates the rest
     c = tmp_path / "c"
@@ -104,7 +118,11 @@ def test_tiny_model_run_is_deterministic_and_resumes(rafdb_root, model_dir, tmp_
     shutil.copy(tmp_path / "a" / "run.json", c / "run.json")
     lines = (tmp_path / "a" / "samples.jsonl").read_text().splitlines(keepends=True)
     (c / "samples.jsonl").write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])
-    m2 = run_eval(_cfg(rafdb_root, c, model=str(model_dir), limit=5, batch_size=2))
+    m2 = run_eval(
+        _cfg(
+            rafdb_root, c, model_name_or_path=str(model_dir), limit=5, per_device_eval_batch_size=2
+        )
+    )
     resumed = _records(c)
     assert [r["id"] for r in resumed] == [r["id"] for r in recs]
     assert [r["trace"] for r in resumed] == [r["trace"] for r in recs]
@@ -177,23 +195,25 @@ def test_missing_model_path_is_a_clear_error(rafdb_root, tmp_path, capsys):
     rc = main(
         [
             "run",
-            "--model",
+            "--model_name_or_path",
             str(tmp_path / "no_such_ckpt"),
             "--dataset",
             "rafdb",
-            "--root",
+            "--data_root",
             str(rafdb_root),
-            "--out",
+            "--output_dir",
             str(tmp_path / "o"),
         ]
     )
     err = capsys.readouterr().err
-    assert rc == 2
+    assert rc == 3  # missing model
     assert "model path not found" in err and "no_such_ckpt" in err
+    assert len(err.strip().splitlines()) == 1
     not_ckpt = tmp_path / "empty_dir"
     not_ckpt.mkdir()
-    rc = main(["run", "--model", str(not_ckpt), "--dataset", "rafdb", "--root", str(rafdb_root)])
-    assert rc == 2 and "no config.json" in capsys.readouterr().err
+    args = ["--dataset", "rafdb", "--data_root", str(rafdb_root)]
+    rc = main(["run", "--model_name_or_path", str(not_ckpt), *args])
+    assert rc == 3 and "no config.json" in capsys.readouterr().err
 
 
 def test_empty_dataset_is_a_clear_error(tmp_path, capsys):
@@ -202,12 +222,11 @@ def test_empty_dataset_is_a_clear_error(tmp_path, capsys):
     (root / "EmoLabel" / "list_patition_label.txt").write_text("")
     with pytest.raises(EvalInputError, match=r"rafdb at .* \(split 'test'\) has no samples"):
         load_eval_dataset("rafdb", root, "test")
-    rc = main(["run", "--model", "org/model", "--dataset", "rafdb", "--root", str(root)])
-    assert rc == 2 and "has no samples" in capsys.readouterr().err
-    rc = main(
-        ["run", "--model", "org/model", "--dataset", "rafdb", "--root", str(tmp_path / "nope")]
-    )
-    assert rc == 2 and "dataset root not found" in capsys.readouterr().err
+    model = ["run", "--model_name_or_path", "org/model", "--dataset", "rafdb"]
+    rc = main([*model, "--data_root", str(root)])
+    assert rc == 4 and "has no samples" in capsys.readouterr().err
+    rc = main([*model, "--data_root", str(tmp_path / "nope")])
+    assert rc == 4 and "dataset root not found" in capsys.readouterr().err
 
 
 def test_jsonl_from_another_label_space_is_rejected(rafdb_root, tmp_path):
@@ -233,8 +252,15 @@ def test_changed_settings_refuse_to_resume(rafdb_root, tmp_path):
     ds, _ = load_eval_dataset("rafdb", rafdb_root, "test")
     out = tmp_path / "r"
     run_eval(_cfg(rafdb_root, out, limit=3), generator=OracleGenerator(ds))
-    with pytest.raises(EvalInputError, match="prompt was 'grounded' and is now 'zeroshot'"):
-        run_eval(_cfg(rafdb_root, out, limit=3, prompt="zeroshot"), generator=OracleGenerator(ds))
+    with pytest.raises(EvalInputError, match="prompt was 'full' and is now 'zeroshot'"):
+        run_eval(
+            _cfg(rafdb_root, out, limit=3, prompt_style="zeroshot"), generator=OracleGenerator(ds)
+        )
+    # a run written before the rename says "grounded": the same prompt as "full"
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["prompt"] == "full"
+    (out / "run.json").write_text(json.dumps({**meta, "prompt": "grounded"}))
+    run_eval(_cfg(rafdb_root, out, limit=3), generator=OracleGenerator(ds))
 
 
 def test_corrupt_middle_line_names_file_and_line(tmp_path):
@@ -253,16 +279,17 @@ def test_corrupt_middle_line_names_file_and_line(tmp_path):
 
 
 def test_help_explains_subcommands(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["--help"])
-    assert e.value.code == 0
+    assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for word in ("run", "compare", "report", "faithfulness", "--import-answers", "resume"):
+    for word in ("run", "compare", "report", "faithfulness", "--import_answers", "resume"):
         assert word in out
-    with pytest.raises(SystemExit):
-        main(["run", "--help"])
+    assert "exit status" in out and "--debug" in out
+    assert main(["run", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "--detector" in out and "zeroshot" in out and "--limit" in out
+    for flag in ("--detector", "zeroshot", "--limit", "--data_root", "--prompt_style"):
+        assert flag in out
+    assert "--per_device_eval_batch_size" in out and "--skip_missing" in out
+    assert "exit status" in out
 
 
 def test_openface_detector_file_and_folder(rafdb_root, tmp_path):

@@ -15,8 +15,8 @@ Submodules (import what you need; heavy dependencies load lazily):
 - :mod:`tag_eval.cli` — the ``tag-eval`` console script.
 """
 
-from tag_eval._records import EvalInputError
+from tag_eval._records import EvalDatasetError, EvalInputError, EvalModelError
 
 __version__ = "0.1.0"
 
-__all__ = ["EvalInputError", "__version__"]
+__all__ = ["EvalDatasetError", "EvalInputError", "EvalModelError", "__version__"]

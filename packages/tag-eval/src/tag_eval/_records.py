@@ -23,7 +23,9 @@ __all__ = [
     "METRICS_NAME",
     "RUN_META_NAME",
     "SAMPLES_NAME",
+    "EvalDatasetError",
     "EvalInputError",
+    "EvalModelError",
     "check_records_label_space",
     "group_pairs",
     "load_record_image",
@@ -39,7 +41,25 @@ METRICS_NAME = "metrics.json"
 
 
 class EvalInputError(ValueError):
-    """Bad user input (paths, datasets, run directories); the message says what and where."""
+    """Bad user input (paths, datasets, run directories); the message says what and where.
+
+    ``exit_code`` is the status ``tag-eval`` exits with: 2 for bad input or usage; the
+    subclasses :class:`EvalModelError` (3) and :class:`EvalDatasetError` (4) say more.
+    """
+
+    exit_code = 2
+
+
+class EvalModelError(EvalInputError):
+    """The model or checkpoint is missing or cannot be loaded (exit status 3)."""
+
+    exit_code = 3
+
+
+class EvalDatasetError(EvalInputError):
+    """The dataset is missing, malformed, empty or lists missing images (exit status 4)."""
+
+    exit_code = 4
 
 
 def read_records(
@@ -88,7 +108,7 @@ def check_records_label_space(
             raise EvalInputError(
                 f"{source}:{lineno}: record {rec.get('id')!r} is from label space "
                 f"{rec.get('label_space')!r} but this run uses {space['name']!r} "
-                f"({', '.join(space['names'])}); use another --out directory"
+                f"({', '.join(space['names'])}); use another --output_dir"
             )
         label = rec.get("label")
         if label is not None and label not in space["names"]:

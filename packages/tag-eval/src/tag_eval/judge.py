@@ -331,7 +331,7 @@ def compare_runs(
             if d.get("judge_model") != judge.model:
                 raise EvalInputError(
                     f"{jpath}:{lineno}: judged by {d.get('judge_model')!r}, not {judge.model!r}; "
-                    "use another --out to compare with a different judge"
+                    "use another --output_dir to compare with a different judge"
                 )
         done_ids = {d["id"] for d in done}
         todo = [p for p in pairs if p[0]["id"] not in done_ids]

@@ -279,6 +279,8 @@ def compute_metrics(
     for r in records:
         for reason in r["parse"]["reasons"]:
             reasons[re.sub(r"\d+", "N", str(reason))[:80]] += 1
+    from tag_eval.run import normalize_prompt  # it imports this module
+
     wf = [well_formed(r.get("parse")) for r in records]
     faces = [r.get("landmarks") is not None for r in records]
     n_fail = len(records) - int(sum(wf))
@@ -292,7 +294,9 @@ def compute_metrics(
         "parse": {
             "format_ok_rate": float(np.mean([r["parse"]["format_ok"] for r in records])),
             "answer_ok_rate": float(np.mean([r["parse"]["answer_ok"] for r in records])),
-            # not a well-formed trace: grounding F 0 (see tag_eval.faithfulness.well_formed)
+            # not a well-formed trace: grounding F 0 (see tag_eval.faithfulness.well_formed);
+            # a zero-shot run is asked for no trace, so all of its completions count here
+            "trace_expected": normalize_prompt(meta.get("prompt")) != "zeroshot",
             "parse_failures": n_fail,
             "parse_failure_rate": n_fail / len(records),
             "top_reasons": reasons.most_common(10),
@@ -309,8 +313,13 @@ def compute_metrics(
         },
         "per_sample_faithfulness": {r["id"]: scores.per_sample(i) for i, r in enumerate(records)},
     }
+    skipped = meta.get("skipped_images") or {}
+    metrics["skipped_images"] = len(skipped.get("missing", [])) + len(skipped.get("corrupt", []))
     write_json(out / METRICS_NAME, metrics)
-    plot_confusion(cls, out / "confusion.png", title=f"{meta.get('model')} — {meta.get('dataset')}")
+    prompt = normalize_prompt(meta.get("prompt")) or "?"
+    model = Path(str(meta.get("model"))).name
+    title = f"{model} · {prompt} prompt — {meta.get('dataset')}"
+    plot_confusion(cls, out / "confusion.png", title=title)
     return metrics
 
 
@@ -332,7 +341,7 @@ def plot_confusion(
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(c + 1), [*names, "unanswered"], rotation=45, ha="right")
     ax.set_yticks(range(c), names)
-    ax.set_xlabel("predicted")
+    ax.set_xlabel("predicted (the diagonal is correct: higher is better)")
     ax.set_ylabel("true")
     acc = cls.get("accuracy")
     ax.set_title(

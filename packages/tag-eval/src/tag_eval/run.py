@@ -22,6 +22,7 @@ Each record::
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -37,7 +38,9 @@ from tag_eval._detectors import Detector
 from tag_eval._records import (
     RUN_META_NAME,
     SAMPLES_NAME,
+    EvalDatasetError,
     EvalInputError,
+    EvalModelError,
     check_records_label_space,
     read_records,
     read_run_meta,
@@ -45,60 +48,184 @@ from tag_eval._records import (
 )
 from tag_eval.metrics import compute_metrics
 
-__all__ = ["DATASETS", "PROMPTS", "RunConfig", "load_eval_dataset", "run_eval"]
+logger = logging.getLogger(__name__)
 
-#: ``grounded``: TAG's full AU-grounded instruction; ``compact``: the same request in one line
-#: (for students fine-tuned with ``tag-train traces --prompt_style compact``); ``zeroshot``:
-#: the label-only baseline.
-PROMPTS: tuple[str, ...] = ("grounded", "compact", "zeroshot")
+__all__ = [
+    "DATASETS",
+    "ENGINES",
+    "PROMPTS",
+    "RunConfig",
+    "load_eval_dataset",
+    "normalize_prompt",
+    "run_eval",
+]
+
+#: ``full``: TAG's AU-grounded instruction (``tag-train traces --prompt_style full``; older
+#: runs call it ``grounded``); ``compact``: the same request in one line (for students
+#: fine-tuned with ``--prompt_style compact``); ``zeroshot``: the label-only baseline.
+PROMPTS: tuple[str, ...] = ("full", "compact", "zeroshot")
 DATASETS: tuple[str, ...] = ("rafdb", "ferplus", "affectnet", "affectnet7", "affectnet8", "folder")
+ENGINES: tuple[str, ...] = ("transformers", "vllm", "openai")
 
-#: Settings that must match for a run directory to be resumed.
-_RESUME_KEYS = (
-    "model",
-    "dataset",
-    "split",
-    "prompt",
-    "seed",
-    "max_new_tokens",
-    "detector",
-    "engine",
-    "family",
-    "top_k",
-    "threshold",
-)
+#: run.json key -> RunConfig field, for the settings that must match to resume a run.
+_RESUME_KEYS = {
+    "model": "model_name_or_path",
+    "dataset": "dataset",
+    "split": "split",
+    "prompt": "prompt_style",
+    "seed": "seed",
+    "max_new_tokens": "max_new_tokens",
+    "detector": "detector",
+    "engine": "engine",
+    "family": "family",
+    "top_k": "top_k",
+    "threshold": "threshold",
+}
+
+
+def normalize_prompt(style: str | None) -> str | None:
+    """``grounded`` (the name older runs use) is ``full``; other names pass unchanged."""
+    return "full" if style == "grounded" else style
+
+
+def _help(text: str, **kw: Any) -> dict[str, Any]:
+    return {"help": text, **kw}
 
 
 @dataclass
 class RunConfig:
-    """Settings of one evaluation run (the CLI flags of ``tag-eval run``)."""
+    """Settings of one evaluation run; the fields are the flags of ``tag-eval run``.
 
-    model: str
-    dataset: str
-    root: str
-    split: str = "test"
-    out: str | None = None
-    prompt: str = "grounded"
-    batch_size: int = 8
-    max_new_tokens: int = 512
-    seed: int = 0
-    limit: int | None = None
-    detector: str = "geometric"
-    engine: str = "transformers"
-    family: str | None = None
-    label_space: str | None = None
-    device: str | None = None
-    top_k: int = 6
-    threshold: float = 0.5
-    tau: float = 0.3
-    face_margin: float = 0.1
-    n_boot: int = 2000
-    extra: dict[str, Any] = field(default_factory=dict)
+    Names follow ``tag-train`` (``--data_root``, ``--prompt_style``, ``--output_dir``,
+    ``--per_device_eval_batch_size``, ``--label_space``...); a YAML file given with
+    ``--config`` uses the same keys.
+    """
+
+    model_name_or_path: str = field(
+        metadata=_help(
+            "Checkpoint folder or hub id (transformers, vllm); with --engine openai, the "
+            "served model name.",
+            aliases=["--model"],
+        )
+    )
+    dataset: str = field(metadata=_help("Dataset reader.", choices=list(DATASETS)))
+    data_root: str = field(metadata=_help("Dataset root directory.", aliases=["--root"]))
+    split: str = field(default="test", metadata=_help("Dataset split ('' or all: a whole folder)."))
+    output_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "Run directory (default: runs/<model>-<dataset>-<split>-<prompt>-s<seed>).",
+            aliases=["--out"],
+        ),
+    )
+    prompt_style: str | None = field(
+        default=None,
+        metadata=_help(
+            "full: TAG's AU-grounded prompt; compact: its one-line form (students trained with "
+            "tag-train traces --prompt_style compact); zeroshot: the label-only baseline. "
+            "Default: the checkpoint's tag_settings.json, else full.",
+            choices=list(PROMPTS),
+            aliases=["--prompt"],
+        ),
+    )
+    per_device_eval_batch_size: int = field(
+        default=8,
+        metadata=_help("Images per generation batch.", aliases=["--batch_size", "--batch-size"]),
+    )
+    max_new_tokens: int = field(default=512, metadata=_help("Max new tokens per completion."))
+    seed: int = field(default=0, metadata=_help("Seed (greedy decoding; bootstrap)."))
+    limit: int | None = field(default=None, metadata=_help("Evaluate only the first N samples."))
+    detector: str = field(
+        default="geometric",
+        metadata=_help(
+            "AU detector: 'geometric' (on landmarks), 'openface:FILE.csv' (frame k is sample "
+            "k-1) or 'openface:DIR' (one CSV per image, named by its stem)."
+        ),
+    )
+    engine: str = field(
+        default="transformers",
+        metadata=_help(
+            "transformers (local), vllm (local, pip install vllm) or openai (any "
+            "OpenAI-compatible endpoint: --base_url, --model).",
+            choices=list(ENGINES),
+        ),
+    )
+    family: str | None = field(
+        default=None,
+        metadata=_help(
+            "Backbone family (default: from the checkpoint's config; openai: the box "
+            "convention the prompt states, default qwen2_vl's 0-1000)."
+        ),
+    )
+    label_space: str | None = field(
+        default=None,
+        metadata=_help(
+            "Label space of a folder dataset (rafdb, ferplus, affectnet7, affectnet8; default: "
+            "the checkpoint's tag_settings.json, else the eight canonical classes)."
+        ),
+    )
+    device: str | None = field(
+        default=None, metadata=_help("Torch device (default: cuda if available, else cpu).")
+    )
+    top_k: int = field(default=6, metadata=_help("Activated-list size."))
+    threshold: float = field(default=0.5, metadata=_help("AU activation threshold."))
+    tau: float = field(default=0.3, metadata=_help("IoU below which a box misses its AU's region."))
+    face_margin: float = field(
+        default=0.1,
+        metadata=_help("Face box = landmark box grown by this fraction of the face size."),
+    )
+    n_boot: int = field(default=2000, metadata=_help("Bootstrap resamples."))
+    skip_missing: bool = field(
+        default=False,
+        metadata=_help(
+            "Skip dataset rows whose image is missing or corrupt (counted in run.json)."
+        ),
+    )
+    progress: bool = field(
+        default=True, metadata=_help("Show a progress bar (--no_progress: off).")
+    )
+    base_url: str | None = field(
+        default=None,
+        metadata=_help("openai: the OpenAI-compatible API root, e.g. http://localhost:8000/v1."),
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata=_help(
+            "openai: NAME of the environment variable holding the API key (never logged)."
+        ),
+    )
+    concurrency: int = field(
+        default=8,
+        metadata=_help(
+            "openai: requests in flight, within one batch of --per_device_eval_batch_size "
+            "images (raise both together)."
+        ),
+    )
+    timeout: float = field(default=120.0, metadata=_help("openai: seconds per request."))
+    max_http_retries: int = field(
+        default=5, metadata=_help("openai: retries on 429/5xx/timeouts (exponential backoff).")
+    )
+    tensor_parallel_size: int = field(default=1, metadata=_help("vllm: GPUs per model."))
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata=_help("vllm: fraction of GPU memory vLLM may use.")
+    )
+    max_model_len: int | None = field(
+        default=None, metadata=_help("vllm: context length (default: the model's).")
+    )
+
+    def __post_init__(self) -> None:
+        self.prompt_style = normalize_prompt(self.prompt_style)
+
+    @property
+    def prompt(self) -> str:
+        """The prompt style in use (``full`` until resolved otherwise)."""
+        return self.prompt_style or "full"
 
     def out_dir(self) -> Path:
-        if self.out:
-            return Path(self.out)
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).name or self.model)
+        if self.output_dir:
+            return Path(self.output_dir)
+        ref = self.model_name_or_path
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(ref).name or ref)
         return Path("runs") / f"{stem}-{self.dataset}-{self.split}-{self.prompt}-s{self.seed}"
 
 
@@ -106,15 +233,24 @@ class RunConfig:
 
 
 def load_eval_dataset(
-    name: str, root: str | os.PathLike[str], split: str, *, label_space: str | None = None
-) -> tuple[Any, Any]:
-    """``(datasets.Dataset, LabelSpace)`` for ``--dataset``/``--root``/``--split``.
+    name: str,
+    root: str | os.PathLike[str],
+    split: str,
+    *,
+    label_space: str | Sequence[str] | None = None,
+    skip_missing: bool = False,
+    return_report: bool = False,
+) -> tuple[Any, ...]:
+    """``(datasets.Dataset, LabelSpace)`` for ``--dataset``/``--data_root``/``--split``.
 
     Reads through :func:`tag_model.datasets.load_fer_dataset`; ``affectnet`` is AffectNet-8.
-    ``label_space`` applies to ``folder`` datasets (default: the eight canonical classes); for
-    a folder, ``split`` ``""`` or ``"all"`` reads the whole folder. Loader errors (missing
-    files, malformed lines), a missing split and an empty dataset become
-    :class:`EvalInputError` naming the dataset, root and split.
+    ``label_space`` (a name, or a list of labels) applies to ``folder`` datasets (default: the
+    eight canonical classes); for
+    a folder, ``split`` ``""`` or ``"all"`` reads the whole folder. Rows whose image is
+    missing or corrupt fail the load unless ``skip_missing``, which skips them (the reader's
+    :class:`~tag_model.datasets.LoadReport` lists them; ``return_report`` adds it as a third
+    item). Loader errors (missing files, malformed lines, missing images), a missing split and
+    an empty dataset become :class:`EvalDatasetError` naming the dataset, root and split.
     """
     from tag_model.au import (
         AFFECTNET7,
@@ -125,28 +261,32 @@ def load_eval_dataset(
         LabelSpace,
         get_label_space,
     )
-    from tag_model.datasets import load_fer_dataset
+    from tag_model.datasets import DatasetImageError, load_fer_dataset
 
     key = name.strip().lower()
     if key not in DATASETS:
         raise EvalInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if label_space is not None and key != "folder":
-        raise EvalInputError(f"--label-space applies to folder datasets only, not {key}")
+        raise EvalInputError(f"--label_space applies to folder datasets only, not {key}")
     rootp = Path(root)
     if not rootp.exists():
-        raise EvalInputError(f"dataset root not found: {rootp}")
+        raise EvalDatasetError(f"dataset root not found: {rootp}")
     kwargs: dict[str, Any] = {}
     if key == "folder":
-        expected = (
-            get_label_space(label_space)
-            if label_space
-            else LabelSpace("canonical", CANONICAL_LABELS)
-        )
+        if isinstance(label_space, (tuple, list)):  # an explicit label list (a checkpoint's)
+            expected = LabelSpace("checkpoint", tuple(label_space))
+        elif label_space:
+            try:
+                expected = get_label_space(label_space)
+            except (KeyError, ValueError) as exc:
+                raise EvalInputError(f"unknown --label_space {label_space!r}: {exc}") from exc
+        else:
+            expected = LabelSpace("canonical", CANONICAL_LABELS)
         kwargs["label_space"] = expected
         split_arg = None if split in ("", "all", None) else split
     else:
         if not split:
-            raise EvalInputError(f"cannot load {key} from {rootp}: no split given")
+            raise EvalDatasetError(f"cannot load {key} from {rootp}: no split given")
         expected = {
             "rafdb": RAFDB,
             "ferplus": FERPLUS,
@@ -158,14 +298,21 @@ def load_eval_dataset(
             kwargs["classes"] = len(expected)
         split_arg = split
     try:
-        ds = load_fer_dataset(key, rootp, split_arg, **kwargs)
+        ds, report = load_fer_dataset(
+            key, rootp, split_arg, skip_missing=skip_missing, return_report=True, **kwargs
+        )
+    except DatasetImageError as exc:
+        raise EvalDatasetError(f"{exc} (tag-eval run: --skip_missing skips them)") from exc
     except (OSError, ValueError, KeyError) as exc:
-        raise EvalInputError(f"cannot load {key} from {rootp} (split {split!r}): {exc}") from exc
+        raise EvalDatasetError(f"cannot load {key} from {rootp} (split {split!r}): {exc}") from exc
     if len(ds) == 0:
-        raise EvalInputError(f"dataset {key} at {rootp} (split {split!r}) has no samples")
+        skipped = f" ({report.skipped} skipped for missing images)" if report.skipped else ""
+        raise EvalDatasetError(
+            f"dataset {key} at {rootp} (split {split!r}) has no samples{skipped}"
+        )
     names = tuple(ds.features["label_id"].names)
     space = expected if tuple(expected.names) == names else LabelSpace("custom", names)
-    return ds, space
+    return (ds, space, report) if return_report else (ds, space)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -231,15 +378,33 @@ def _parse(text: str, names: Sequence[str], adapter: Any, size: tuple[int, int])
 # ----------------------------------------------------------------------------- run
 
 
+#: Fields written to run.json under another name (the names reports and older runs read).
+_META_NAMES = {
+    "model_name_or_path": "model",
+    "prompt_style": "prompt",
+    "data_root": "root",
+    "per_device_eval_batch_size": "batch_size",
+}
+#: Fields not written to run.json (where the output goes, the device, display switches).
+_META_SKIP = ("output_dir", "device", "progress")
+
+
 def _meta(cfg: RunConfig, space: Any, n_total: int, generator: Any) -> dict[str, Any]:
     import tag_eval
 
     d = asdict(cfg)
-    d.pop("extra", None)
+    d["prompt_style"] = cfg.prompt
+    meta = {_META_NAMES.get(k, k): v for k, v in d.items() if k not in _META_SKIP}
+    if cfg.engine != "openai":
+        for k in ("base_url", "api_key_env", "concurrency", "timeout", "max_http_retries"):
+            meta.pop(k, None)
+    if cfg.engine != "vllm":
+        for k in ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len"):
+            meta.pop(k, None)
     return {
-        **{k: d[k] for k in d if k not in ("out", "device")},
+        **meta,
         "family": getattr(generator, "family", cfg.family),
-        "root": str(Path(cfg.root).resolve()),
+        "root": str(Path(cfg.data_root).resolve()),
         "label_space": {"name": space.name, "names": list(space.names)},
         "n_dataset": n_total,
         "tag_eval_version": tag_eval.__version__,
@@ -259,18 +424,53 @@ def _check_resume(out: Path, cfg: RunConfig, space: Any) -> dict[str, Any] | Non
         raise EvalInputError(
             f"{out / RUN_META_NAME}: this directory holds a run on label space "
             f"{old_space.get('name')!r} ({', '.join(old_space.get('names', []))}), but "
-            f"{cfg.dataset} uses {space.name!r} ({', '.join(space.names)}); use another --out"
+            f"{cfg.dataset} uses {space.name!r} ({', '.join(space.names)}); "
+            "use another --output_dir"
         )
     d = asdict(cfg)
-    for k in _RESUME_KEYS:
-        if k == "family" and cfg.family is None:
+    d["prompt_style"] = cfg.prompt
+    for key, name in _RESUME_KEYS.items():
+        if name == "family" and cfg.family is None:
             continue
-        if k in meta and meta[k] != d[k]:
+        if key not in meta:
+            continue
+        old = normalize_prompt(meta[key]) if key == "prompt" else meta[key]
+        if old != d[name]:
             raise EvalInputError(
-                f"{out / RUN_META_NAME}: cannot resume, {k} was {meta[k]!r} and is now "
-                f"{d[k]!r}; use the same settings or another --out"
+                f"{out / RUN_META_NAME}: cannot resume, {key} was {old!r} and is now "
+                f"{d[name]!r}; use the same settings or another --output_dir"
             )
     return meta
+
+
+def _checkpoint_defaults(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
+    """Fill what was not given from the checkpoint's ``tag_settings.json``
+    (:func:`tag_model.backbones.load_tag_settings`): ``prompt_style``, and a folder dataset's
+    ``label_space``. Returns the (possibly) updated config and the settings read as a dict
+    (``None``: the model is no local folder, or it has no settings file).
+    """
+    import dataclasses
+
+    if cfg.engine == "openai" or not Path(cfg.model_name_or_path).expanduser().is_dir():
+        return cfg, None
+    try:
+        from tag_model.backbones import load_tag_settings
+    except ImportError:  # an older tag-model without checkpoint settings
+        return cfg, None
+    try:
+        settings = load_tag_settings(Path(cfg.model_name_or_path).expanduser())
+    except ValueError as exc:  # names the file and the field
+        raise EvalModelError(f"bad checkpoint settings: {exc}") from exc
+    if settings is None:
+        return cfg, None
+    found = settings.to_dict() if hasattr(settings, "to_dict") else dataclasses.asdict(settings)
+    changes: dict[str, Any] = {}
+    style = found.get("prompt_style")
+    if cfg.prompt_style is None and style in PROMPTS:
+        changes["prompt_style"] = style
+    if cfg.label_space is None and cfg.dataset == "folder" and found.get("label_space"):
+        changes["label_space"] = found["label_space"]
+    return (dataclasses.replace(cfg, **changes) if changes else cfg), found
 
 
 def _record_id(path: Any, index: int, seen: set[str]) -> str:
@@ -288,18 +488,53 @@ def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -
     from tag_model.activation import build_activated_list
     from tag_model.faces import dlib_landmarks
 
-    from tag_eval._generate import check_model_ref, load_generator
+    from tag_eval._generate import check_model_ref, generator_from_config
 
     if cfg.prompt not in PROMPTS:
-        raise EvalInputError(f"unknown prompt {cfg.prompt!r}; use one of {', '.join(PROMPTS)}")
-    if cfg.batch_size < 1:
-        raise EvalInputError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+        raise EvalInputError(
+            f"unknown --prompt_style {cfg.prompt!r}; use one of {', '.join(PROMPTS)}"
+        )
+    bs = cfg.per_device_eval_batch_size
+    if bs < 1:
+        raise EvalInputError(f"--per_device_eval_batch_size must be >= 1, got {bs}")
     if cfg.limit is not None and cfg.limit < 1:
         raise EvalInputError(f"--limit must be >= 1, got {cfg.limit}")
+    if cfg.engine not in ENGINES:
+        raise EvalInputError(f"unknown --engine {cfg.engine!r}; use one of {', '.join(ENGINES)}")
     if generator is None:
-        check_model_ref(cfg.model)  # fail fast, before loading a dataset
-    ds, space = load_eval_dataset(cfg.dataset, cfg.root, cfg.split, label_space=cfg.label_space)
+        if cfg.engine == "openai":
+            if not cfg.base_url:
+                raise EvalInputError("--engine openai needs --base_url (the API root)")
+        else:  # fail fast, before loading a dataset
+            check_model_ref(cfg.model_name_or_path, engine=cfg.engine)
+    cfg, settings = _checkpoint_defaults(cfg)
+    labels_arg: Any = cfg.label_space
+    if labels_arg is None and cfg.dataset == "folder" and settings and settings.get("labels"):
+        labels_arg = tuple(settings["labels"])  # the checkpoint's own label list, in its order
+    ds, space, report = load_eval_dataset(
+        cfg.dataset,
+        cfg.data_root,
+        cfg.split,
+        label_space=labels_arg,
+        skip_missing=cfg.skip_missing,
+        return_report=True,
+    )
+    if report.skipped:
+        logger.warning(
+            "tag-eval run: skipped %d row(s) with missing or corrupt images (--skip_missing), "
+            "e.g. %s",
+            report.skipped,
+            ", ".join((report.missing_images + report.corrupt_images)[:3]),
+        )
     names = tuple(space.names)
+    if settings and settings.get("labels") and tuple(settings["labels"]) != names:
+        logger.warning(
+            "tag-eval run: %s was trained on the labels %s, but %s asks for %s",
+            cfg.model_name_or_path,
+            ", ".join(settings["labels"]),
+            cfg.dataset,
+            ", ".join(names),
+        )
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     previous = _check_resume(out, cfg, space)
@@ -316,26 +551,26 @@ def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -
     seen: set[str] = set()
     paths = ds["path"] if "path" in ds.column_names else [None] * len(ds)
     ids = [_record_id(paths[i], i, seen) for i in range(n)]
-    batches = [list(range(s, min(s + cfg.batch_size, n))) for s in range(0, n, cfg.batch_size)]
+    batches = [list(range(s, min(s + bs, n))) for s in range(0, n, bs)]
     todo = [b for b in batches if any(ids[i] not in done_ids for i in b)]
 
-    if todo and generator is None:
-        generator = load_generator(
-            cfg.model,
-            engine=cfg.engine,
-            family=cfg.family,
-            max_new_tokens=cfg.max_new_tokens,
-            seed=cfg.seed,
-            device=cfg.device,
-        )
+    owned = todo and generator is None
+    if owned:
+        generator = generator_from_config(cfg)
     meta = _meta(cfg, space, len(ds), generator)
+    meta["skipped_images"] = {
+        "missing": list(report.missing_images),
+        "corrupt": list(report.corrupt_images),
+    }
+    if settings is not None:
+        meta["checkpoint_settings"] = settings
     if generator is None and previous is not None and previous.get("family"):
         meta["family"] = previous["family"]
     write_json(out / RUN_META_NAME, meta)
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    root = Path(cfg.root)
+    root = Path(cfg.data_root)
     iterator: Any = todo
     if progress and todo:
         from tqdm import tqdm
@@ -348,65 +583,69 @@ def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -
     def messages(im: Any) -> list[dict[str, Any]]:
         return build_messages(im, names, grounded=grounded, family=adapter, style=style)
 
-    for batch in iterator:
-        rows = [ds[i] for i in batch]
-        images = [r["image"].convert("RGB") for r in rows]
-        gens = generator.generate(images, messages)
-        records = []
-        for i, row, image, gen in zip(batch, rows, images, gens):
-            if ids[i] in done_ids:
-                continue
-            size = (int(image.width), int(image.height))
-            lm_src = None
-            lm = row.get("landmarks")
-            if lm is not None:
-                lm = np.asarray(lm, np.float32)
-                lm_src = "dataset"
-            else:
-                lm = dlib_landmarks(image)
-                lm_src = "dlib" if lm is not None else None
-            probs = detector.predict(image, lm, i, row.get("path"))
-            activated = (
-                build_activated_list(lm, size, probs, top_k=cfg.top_k, threshold=cfg.threshold)
-                if lm is not None
-                else []
-            )
-            rec: dict[str, Any] = {
-                "id": ids[i],
-                "index": i,
-                "path": row.get("path"),
-                "image_file": _image_file(root, row.get("path"), image, out, ids[i]),
-                "label": row["label"],
-                "label_id": int(row["label_id"]),
-                "label_space": space.name,
-                "trace": gen.text,
-            }
-            rec.update(_parse(gen.text, names, generator.adapter, size))
-            rec["correct"] = rec["prediction_id"] == rec["label_id"]
-            rec.update(
-                landmarks=None if lm is None else np.round(lm.astype(np.float64), 2).tolist(),
-                landmarks_source=lm_src,
-                au_probs={str(k): round(float(v), 4) for k, v in sorted(probs.items())},
-                activated=[
-                    {
-                        "au": int(a.au),
-                        "prob": round(float(a.prob), 4),
-                        "box": [round(float(v), 2) for v in a.box],
-                    }
-                    for a in activated
-                ],
-                image_size=list(size),
-                timing={
-                    "batch_seconds": round(gen.batch_seconds, 4),
-                    "batch_size": gen.batch_size,
-                    "seconds": round(gen.batch_seconds / max(gen.batch_size, 1), 4),
-                    "prompt_tokens": gen.prompt_tokens,
-                    "new_tokens": gen.new_tokens,
-                },
-            )
-            records.append(rec)
-        append_jsonl(samples_path, records)
-        done_ids.update(r["id"] for r in records)
+    try:
+        for batch in iterator:
+            rows = [ds[i] for i in batch]
+            images = [r["image"].convert("RGB") for r in rows]
+            gens = generator.generate(images, messages)
+            records = []
+            for i, row, image, gen in zip(batch, rows, images, gens):
+                if ids[i] in done_ids:
+                    continue
+                size = (int(image.width), int(image.height))
+                lm_src = None
+                lm = row.get("landmarks")
+                if lm is not None:
+                    lm = np.asarray(lm, np.float32)
+                    lm_src = "dataset"
+                else:
+                    lm = dlib_landmarks(image)
+                    lm_src = "dlib" if lm is not None else None
+                probs = detector.predict(image, lm, i, row.get("path"))
+                activated = (
+                    build_activated_list(lm, size, probs, top_k=cfg.top_k, threshold=cfg.threshold)
+                    if lm is not None
+                    else []
+                )
+                rec: dict[str, Any] = {
+                    "id": ids[i],
+                    "index": i,
+                    "path": row.get("path"),
+                    "image_file": _image_file(root, row.get("path"), image, out, ids[i]),
+                    "label": row["label"],
+                    "label_id": int(row["label_id"]),
+                    "label_space": space.name,
+                    "trace": gen.text,
+                }
+                rec.update(_parse(gen.text, names, generator.adapter, size))
+                rec["correct"] = rec["prediction_id"] == rec["label_id"]
+                rec.update(
+                    landmarks=None if lm is None else np.round(lm.astype(np.float64), 2).tolist(),
+                    landmarks_source=lm_src,
+                    au_probs={str(k): round(float(v), 4) for k, v in sorted(probs.items())},
+                    activated=[
+                        {
+                            "au": int(a.au),
+                            "prob": round(float(a.prob), 4),
+                            "box": [round(float(v), 2) for v in a.box],
+                        }
+                        for a in activated
+                    ],
+                    image_size=list(size),
+                    timing={
+                        "batch_seconds": round(gen.batch_seconds, 4),
+                        "batch_size": gen.batch_size,
+                        "seconds": round(gen.batch_seconds / max(gen.batch_size, 1), 4),
+                        "prompt_tokens": gen.prompt_tokens,
+                        "new_tokens": gen.new_tokens,
+                    },
+                )
+                records.append(rec)
+            append_jsonl(samples_path, records)
+            done_ids.update(r["id"] for r in records)
+    finally:
+        if owned and hasattr(generator, "close"):
+            generator.close()
 
     return compute_metrics(
         out, tau=cfg.tau, face_margin=cfg.face_margin, n_boot=cfg.n_boot, seed=cfg.seed
