@@ -27,7 +27,7 @@ def _data_images(page: str) -> list[Image.Image]:
 def test_report_is_self_contained_and_complete(crafted_runs, tmp_path):
     a, b = crafted_runs
     out = tmp_path / "report.html"
-    rc = main(["report", str(a), str(b), "--out", str(out), "--gallery-size", "4"])
+    rc = main(["report", str(a), str(b), "--out", str(out), "--gallery_size", "4"])
     assert rc == 0
     page = out.read_text()
     # self-contained: nothing fetched from elsewhere
@@ -61,6 +61,61 @@ def test_report_is_self_contained_and_complete(crafted_runs, tmp_path):
     assert page.count("class='card'") == 4 + 4 - n_fail  # the good run's 4 are all correct
     assert "&lt;answer&gt;" in page  # traces are escaped, not injected
     assert re.search(r"detector: AU\d+ \(\d\.\d\d\)", page)  # each card's activated list
+
+
+def test_report_is_honest_about_formats_undefined_values_and_direction(crafted_runs, tmp_path):
+    a, _ = crafted_runs
+    recs = [json.loads(x) for x in (a / "samples.jsonl").read_text().splitlines()]
+    # sample 0: the right answer, but the completion did not parse as a trace
+    recs[0]["parse"] = {
+        "format_ok": False,
+        "well_formed": False,
+        "answer_ok": True,
+        "reasons": ["MISSING_VERIFICATION_LOOP at 0: no Verification loop"],
+    }
+    (a / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    # a compare folder with human results only: no note about the LLM judge
+    human = tmp_path / "human"
+    human.mkdir()
+    (human / "human_scores.json").write_text(
+        json.dumps({"run_a": str(a), "run_b": "other", "human": {}})
+    )
+    page = build_report(
+        [a], tmp_path / "r.html", gallery_size=len(recs), compare_dirs=[human]
+    ).read_text()
+    # a card whose format failed is never marked correct
+    assert page.count("right answer, format failed") == 1
+    assert page.count("class='card fail'") == 1
+    assert page.count(">correct</span>") == len(recs) - 1
+    assert "judged twice" not in page and "Wilson" in page
+    # parse failures counted apart; directions named; the prompt in every run title
+    assert "parse failures (grounding F 0) ↓" in page and "1 (12.5%)" in page
+    assert "grounding F-score ↑" in page and "hallucination rate ↓" in page
+    assert "good · full prompt · run_good" in page
+    # a zero-shot run is asked for no trace: its right answers are correct cards
+    meta = json.loads((a / "run.json").read_text())
+    (a / "run.json").write_text(json.dumps({**meta, "prompt": "zeroshot"}))
+    (a / "metrics.json").unlink()
+    page = build_report([a], tmp_path / "z.html", gallery_size=len(recs)).read_text()
+    assert "format failed" not in page and page.count(">correct</span>") == len(recs)
+    assert "zero-shot: no trace asked" in page and "good · zeroshot prompt" in page
+
+
+def test_faithfulness_chart_draws_no_bar_for_an_undefined_mean():
+    from tag_eval.faithfulness import FAITHFULNESS_METRICS
+    from tag_eval.report import _faithfulness_figure
+
+    f = {k: {"mean": 0.5, "low": 0.4, "high": 0.6, "n": 3} for k in FAITHFULNESS_METRICS}
+    f["au_precision"] = {"mean": None, "low": None, "high": None, "n": 0}
+    fig = _faithfulness_figure([("run", {"faithfulness": f})])
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if p.get_height() > 0 or p.get_width() > 0]
+    assert len(bars) == len(FAITHFULNESS_METRICS) - 1
+    assert all(abs(p.get_height() - 0.5) < 1e-9 for p in bars)  # no zero bar
+    assert [t.get_text() for t in ax.texts] == ["n/a"]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[0].endswith("↑") and ticks[3].endswith("↓")
+    assert "higher is better" in ax.get_title() and "lower is better" in ax.get_title()
 
 
 def test_gallery_images_show_boxes_side_by_side(crafted_runs, tmp_path):

@@ -59,6 +59,18 @@ img.chart{max-width:100%;background:#fff;border:1px solid #ddd}
 img.cm{max-width:520px;background:#fff;border:1px solid #ddd}
 """
 
+#: Which way is better for each faithfulness metric: "↑" higher, "↓" lower.
+_BETTER = {
+    "grounding_f": "↑",
+    "au_precision": "↑",
+    "au_recall": "↑",
+    "hallucination_rate": "↓",
+    "unactivated_au_rate": "↓",
+    "region_miss_rate": "↓",
+    "outside_face_rate": "↓",
+    "consistency": "↑",
+}
+
 _LABELS = {
     "grounding_f": "grounding F-score",
     "au_precision": "AU precision",
@@ -103,8 +115,12 @@ def _fmt_ci(ci: Mapping[str, Any] | None) -> str:
 
 
 def _run_name(meta: Mapping[str, Any], run_dir: Path) -> str:
+    """``model · prompt prompt · folder``: the model and the prompt it was asked with."""
+    from tag_eval.run import normalize_prompt
+
     model = Path(str(meta.get("model", "?"))).name
-    return f"{model} · {meta.get('prompt', '?')} · {run_dir.name}"
+    prompt = normalize_prompt(meta.get("prompt")) or "?"
+    return f"{model} · {prompt} prompt · {run_dir.name}"
 
 
 def _draw_sample(rec: Mapping[str, Any], run_dir: Path, size: int = 224) -> str | None:
@@ -139,8 +155,22 @@ def _metrics_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     row("macro-F1", [_fmt(m["classification"]["macro_f1"]) for _, m in runs])
     row("answered", [_fmt(m["classification"]["answered_rate"]) for _, m in runs])
     row("format ok", [_fmt(m["parse"]["format_ok_rate"]) for _, m in runs])
+
+    def failures(m: Mapping[str, Any]) -> str:
+        n = m["parse"].get("parse_failures")
+        if not m["parse"].get("trace_expected", True):
+            return "– (zero-shot: no trace asked)"
+        if n is None:
+            return "–"
+        return f"{n} ({m['parse']['parse_failure_rate']:.1%})"
+
+    row("parse failures (grounding F 0) ↓", [failures(m) for _, m in runs])
+    row("empty activated lists", [_fmt(m["parse"].get("empty_activated")) for _, m in runs])
     for key in FAITHFULNESS_METRICS:
-        row(_LABELS[key], [_fmt_ci(m["faithfulness"].get(key)) for _, m in runs])
+        row(
+            f"{_LABELS[key]} {_BETTER[key]}",
+            [_fmt_ci(m["faithfulness"].get(key)) for _, m in runs],
+        )
     row(
         "hallucinated pairs / pairs",
         [
@@ -161,7 +191,20 @@ def _per_class_table(m: Mapping[str, Any]) -> str:
     return f"<table><tr><th>class</th><th>n</th><th>accuracy</th><th>F1</th></tr>{rows}</table>"
 
 
+_PARTS = ("mean", "low", "high")
+
+
+def _value(f: Mapping[str, Any], key: str, part: str) -> float:
+    v = (f.get(key) or {}).get(part)
+    return np.nan if v is None else float(v)
+
+
 def _faithfulness_chart(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    return _img(_fig_b64(_faithfulness_figure(runs)), "faithfulness chart", "chart")
+
+
+def _faithfulness_figure(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> Any:
+    """Means with interval bars across runs; an undefined mean is marked n/a, not drawn."""
     from matplotlib.figure import Figure
 
     keys = list(FAITHFULNESS_METRICS)
@@ -171,25 +214,34 @@ def _faithfulness_chart(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     x = np.arange(len(keys))
     for j, (name, m) in enumerate(runs):
         f = m["faithfulness"]
-        means = np.array([f[k]["mean"] if f[k]["mean"] is not None else np.nan for k in keys])
-        lo = np.array([f[k]["low"] if f[k]["low"] is not None else np.nan for k in keys])
-        hi = np.array([f[k]["high"] if f[k]["high"] is not None else np.nan for k in keys])
-        err = np.nan_to_num(np.stack([means - lo, hi - means]), nan=0.0)
-        ax.bar(
-            x + j * width - 0.4 + width / 2,
-            np.nan_to_num(means),
+        means, lo, hi = (np.array([_value(f, k, part) for k in keys]) for part in _PARTS)
+        xs = x + j * width - 0.4 + width / 2
+        defined = np.isfinite(means)
+        # an undefined mean (no sample defines the metric) gets no bar, not a zero bar
+        bars = ax.bar(
+            xs[defined],
+            means[defined],
             width,
-            yerr=err,
+            yerr=np.stack([means - lo, hi - means])[:, defined],
             capsize=3,
             label=name[:60],
         )
-    ax.set_xticks(x, [_LABELS[k].strip() for k in keys], rotation=20, ha="right", fontsize=8)
+        color = bars.patches[0].get_facecolor() if bars.patches else None
+        for xu in xs[~defined]:
+            ax.text(xu, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color=color)
+    ax.set_xticks(
+        x, [f"{_LABELS[k].strip()} {_BETTER[k]}" for k in keys], rotation=20, ha="right", fontsize=8
+    )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("mean (95% bootstrap CI)")
-    ax.set_title("Faithfulness against the AU detector")
+    ax.set_title(
+        "Faithfulness against the AU detector (↑ higher is better, ↓ lower is better; "
+        "n/a: undefined)",
+        fontsize=10,
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    return _img(_fig_b64(fig), "faithfulness chart", "chart")
+    return fig
 
 
 def _grounding_hist(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
@@ -205,8 +257,9 @@ def _grounding_hist(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         ]
         if vals:
             ax.hist(vals, bins=np.linspace(0, 1, 21), alpha=0.5, label=name[:40])
-    ax.set_xlabel("per-sample grounding F-score")
+    ax.set_xlabel("per-sample grounding F-score (higher is better)")
     ax.set_ylabel("samples")
+    ax.set_title("Grounding F-score per sample (unparsed completions score 0)", fontsize=9)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -220,9 +273,18 @@ def _gallery(
     *,
     n: int,
     seed: int,
+    trace_expected: bool = True,
 ) -> str:
-    fails = [r for r in records if not r.get("correct")]
-    goods = [r for r in records if r.get("correct")]
+    from tag_eval.faithfulness import well_formed
+
+    def good(r: Mapping[str, Any]) -> bool:
+        # a right answer in a trace that did not parse is no success (zero-shot runs are
+        # asked for no trace)
+        ok_format = well_formed(r.get("parse")) or not trace_expected
+        return bool(r.get("correct")) and ok_format
+
+    fails = [r for r in records if not good(r)]
+    goods = [r for r in records if good(r)]
     rng = random.Random(seed)
     n_fail = min(len(fails), max(n - min(len(goods), n // 2), 0))
     chosen = rng.sample(fails, n_fail) + rng.sample(goods, min(len(goods), n - n_fail))
@@ -231,10 +293,11 @@ def _gallery(
     for r in chosen:
         b64 = _draw_sample(r, run_dir)
         img = _img(b64, f"sample {r['id']}") if b64 else "<p>(image missing)</p>"
-        ok = bool(r.get("correct"))
-        badge = (
-            f"<span class='badge {'ok' if ok else 'bad'}'>{'correct' if ok else 'failure'}</span>"
+        ok = good(r)
+        status = (
+            "correct" if ok else "right answer, format failed" if r.get("correct") else "failure"
         )
+        badge = f"<span class='badge {'ok' if ok else 'bad'}'>{status}</span>"
         f = per.get(r["id"], {})
         parse = r.get("parse", {})
         reasons = "; ".join(parse.get("reasons", [])) or "none"
@@ -292,6 +355,7 @@ def _preferences(compare_dirs: Sequence[Path]) -> str:
     import json
 
     parts = ["<h2>Preference studies</h2>"]
+    any_judge = False
     for d in compare_dirs:
         found = False
         cj = d / "compare.json"
@@ -300,7 +364,7 @@ def _preferences(compare_dirs: Sequence[Path]) -> str:
             a = Path(str(c["run_a"]["dir"])).name
             b = Path(str(c["run_b"]["dir"])).name
             if "judge" in c:
-                found = True
+                found = any_judge = True
                 judge = c.get("judge_config", {}).get("model", "?")
                 parts.append(
                     _preference_table(f"LLM judge {judge}: A = {a} vs B = {b}", c["judge"])
@@ -313,10 +377,10 @@ def _preferences(compare_dirs: Sequence[Path]) -> str:
             parts.append(_preference_table(f"Human raters: A = {a} vs B = {b}", h["human"]))
         if not found:
             raise EvalInputError(f"{d}: no judge results (compare.json) or human_scores.json")
-    parts.append(
-        "<p class='meta'>Each LLM-judge pair is judged twice with positions swapped; "
-        "intervals are 95% Wilson score intervals.</p>"
-    )
+    note = "Intervals are 95% Wilson score intervals."
+    if any_judge:  # the note on the judge only where a judge ran
+        note = "Each LLM-judge pair is judged twice with positions swapped. " + note
+    parts.append(f"<p class='meta'>{note}</p>")
     return "".join(parts)
 
 
@@ -362,7 +426,8 @@ def render_report(
     for d, _meta, m, recs in runs:
         name = _run_name(_meta, d)
         parts.append(f"<h2>Samples: {html.escape(name)}</h2>")
-        parts.append(_gallery(recs, m, d, n=gallery_size, seed=seed))
+        trace = m["parse"].get("trace_expected", _meta.get("prompt") != "zeroshot")
+        parts.append(_gallery(recs, m, d, n=gallery_size, seed=seed, trace_expected=trace))
     parts.append("</body></html>")
     return "".join(parts)
 
