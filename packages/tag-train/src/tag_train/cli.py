@@ -5,17 +5,42 @@ Subcommands (each accepts ``--config file.yaml``; flags on the command line over
 * ``tag-train traces``: TAG-310K-style trace dataset (teacher + rejection sampling).
 * ``tag-train sft``: TRL ``SFTTrainer`` on a trace dataset (every ``SFTConfig`` flag works).
 * ``tag-train rl``: TRL ``GRPOTrainer`` with format, answer and AU-grounding rewards (every
-  ``GRPOConfig`` flag works). With no arguments, or with ``--preset smoke|default``, it runs
-  the built-in CPU demo.
+  ``GRPOConfig`` flag works). With no arguments, or with ``--preset smoke|default`` (and only
+  the demo's own flags), it runs the built-in CPU demo; any other call needs
+  ``--dataset_path``.
+
+Expected failures (a missing path, a malformed dataset, a missing model, a bad config key, an
+unknown family) print one line on stderr and exit with a status that says which kind
+(:data:`EXIT_CODES`); ``--debug`` prints the traceback as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "main"]
+
+#: Exit status of each kind of failure.
+EXIT_CODES = {
+    "ok": 0,
+    "usage": 2,  # bad flag, config key or value, unknown family
+    "model": 3,  # missing model or checkpoint
+    "dataset": 4,  # missing or malformed dataset, missing images
+}
+
+_EXIT_HELP = """\
+exit status:
+  0  success
+  2  bad input or usage: an unknown flag or config key, a bad value, an unknown backbone
+     family, `tag-train rl` without --dataset_path (the demo: no arguments, or --preset)
+  3  the model or checkpoint is missing or cannot be loaded
+  4  dataset error: a missing --dataset_path / --data_root / label file, a malformed line
+     (file and line named), missing images (`tag-train traces --skip_missing` skips them)
+Each prints one line on stderr; --debug adds the traceback.
+"""
 
 _EPILOG = """\
 examples:
@@ -28,7 +53,17 @@ examples:
 
 `tag-train <command> --help` lists every option of a command. Example YAML configs ship in
 the package: python -c "import tag_train, pathlib; print(pathlib.Path(tag_train.__file__).parent / 'configs')"
+
 """
+_EPILOG += _EXIT_HELP
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, epilog (the exit statuses) kept as written."""
+
+
+class _UsageError(Exception):
+    """A command-line usage error (exit status 2)."""
 
 
 def _traces(argv: list[str]) -> int:
@@ -36,7 +71,13 @@ def _traces(argv: list[str]) -> int:
 
     from tag_train._args import TracesArguments
 
-    parser = TrlParser((TracesArguments,), prog="tag-train traces", description=_TRACES_HELP)
+    parser = TrlParser(
+        (TracesArguments,),
+        prog="tag-train traces",
+        description=_TRACES_HELP,
+        epilog=_EXIT_HELP,
+        formatter_class=_Formatter,
+    )
     (args,) = parser.parse_args_and_config(argv)
     from tag_train.traces._cli import run_traces
 
@@ -50,7 +91,13 @@ def _sft(argv: list[str]) -> int:
 
     from tag_train._args import SFTScriptArguments
 
-    parser = TrlParser((SFTScriptArguments, SFTConfig), prog="tag-train sft", description=_SFT_HELP)
+    parser = TrlParser(
+        (SFTScriptArguments, SFTConfig),
+        prog="tag-train sft",
+        description=_SFT_HELP,
+        epilog=_EXIT_HELP,
+        formatter_class=_Formatter,
+    )
     script_args, training_args = parser.parse_args_and_config(argv)
     from tag_train.sft import run_sft
 
@@ -63,16 +110,29 @@ def _rl(argv: list[str]) -> int:
         from tag_train.demo import main as demo_main
 
         return demo_main(argv)
+    _check_demo_flags(argv)
     from trl import GRPOConfig, TrlParser
 
     from tag_train._args import RLScriptArguments
 
-    parser = TrlParser((RLScriptArguments, GRPOConfig), prog="tag-train rl", description=_RL_HELP)
+    parser = TrlParser(
+        (RLScriptArguments, GRPOConfig),
+        prog="tag-train rl",
+        description=_RL_HELP,
+        epilog=_EXIT_HELP,
+        formatter_class=_Formatter,
+    )
     script_args, training_args = parser.parse_args_and_config(argv)
-    if script_args.preset or not script_args.dataset_path:
-        from tag_train.demo import main as demo_main
-
-        return demo_main(["--preset", script_args.preset or "default"])
+    if script_args.preset:  # from a --config file: the demo ignores every training option
+        raise _UsageError(
+            "preset: runs the built-in demo, which takes no training options; give it alone "
+            "on the command line (tag-train rl --preset smoke|default), or drop it to train"
+        )
+    if not script_args.dataset_path:
+        raise _UsageError(
+            "tag-train rl needs --dataset_path (a trace dataset from `tag-train traces`) to "
+            "train; for the built-in demo give no arguments at all, or --preset smoke|default"
+        )
     from tag_train.rl import run_rl
 
     run_rl(script_args, training_args)
@@ -111,12 +171,38 @@ def _merge(argv: list[str]) -> int:
 _DEMO_FLAGS = ("--preset", "--run_dir", "--cache_dir", "--no_cache", "--seed")
 
 
+def _flags(argv: list[str]) -> list[str]:
+    return [a.split("=", 1)[0] for a in argv if a.startswith("--") or a == "-h"]
+
+
 def _only_demo_flags(argv: list[str]) -> bool:
-    """``tag-train rl [--preset smoke] [--run_dir D] ...``: only demo flags -> the demo."""
+    """``tag-train rl --preset smoke [--run_dir D] [--cache_dir C] [--no_cache] [--seed S]``:
+    ``--preset`` and only the demo's own flags -> the demo. Without ``--preset`` the demo's
+    flags mean nothing to a training run, so they are no demo call either."""
     if "--help" in argv or "-h" in argv or "--config" in argv:
         return False
-    flags = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
-    return bool(flags) and all(f in _DEMO_FLAGS for f in flags)
+    flags = _flags(argv)
+    return "--preset" in flags and all(f in _DEMO_FLAGS for f in flags)
+
+
+def _check_demo_flags(argv: list[str]) -> None:
+    """``--preset`` with a training option is an error: the demo would ignore the option; the
+    demo's own flags without ``--preset`` are a training call without ``--dataset_path``."""
+    flags = _flags(argv)
+    if "--help" in flags or "-h" in flags or "--config" in flags:
+        return
+    if "--preset" not in flags and all(f in _DEMO_FLAGS for f in flags):
+        raise _UsageError(
+            "tag-train rl needs --dataset_path (a trace dataset from `tag-train traces`) to "
+            f"train; the demo's flags ({', '.join(_DEMO_FLAGS[1:])}) go with --preset "
+            "smoke|default"
+        )
+    if "--preset" in flags:
+        others = sorted({f for f in flags if f not in _DEMO_FLAGS})
+        raise _UsageError(
+            f"--preset runs the built-in demo, which takes only {', '.join(_DEMO_FLAGS[1:])}; "
+            f"got {', '.join(others)} (to train, drop --preset and give --dataset_path)"
+        )
 
 
 _TRACES_HELP = (
@@ -172,6 +258,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tag-train`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    args, debug = _pop_debug(args)
     parser = _build_parser()
     if not args or args[0] in ("-h", "--help"):
         parser.print_help()
@@ -179,8 +266,94 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     handlers = {"traces": _traces, "sft": _sft, "rl": _rl, "merge": _merge, "export": _export}
     if command not in handlers:
-        parser.error(f"unknown command {command!r}; choose from traces, sft, rl")
-    return handlers[command](rest)
+        print(
+            f"tag-train: error: unknown command {command!r}; choose from {', '.join(handlers)}",
+            file=sys.stderr,
+        )
+        return EXIT_CODES["usage"]
+    try:
+        _check_config(rest)
+        return handlers[command](rest)
+    except Exception as exc:
+        kind = _classify(exc)
+        if kind is None:  # not an expected failure: a bug, shown in full
+            raise
+        code, label, message = kind
+        if debug:
+            traceback.print_exc()
+        print(f"tag-train {command}: {label}: {message}", file=sys.stderr)
+        return code
+
+
+def _pop_debug(args: list[str]) -> tuple[list[str], bool]:
+    """Remove ``--debug`` (ours: show tracebacks). ``--debug VALUE`` is TrainingArguments'
+    own ``debug`` option and stays."""
+    out, debug = [], False
+    for i, a in enumerate(args):
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if a == "--debug" and (nxt is None or nxt.startswith("-")):
+            debug = True
+            continue
+        out.append(a)
+    return out, debug
+
+
+def _check_config(argv: list[str]) -> None:
+    """A ``--config`` file that does not exist is a usage error, named."""
+    from pathlib import Path
+
+    for i, a in enumerate(argv):
+        path = None
+        if a == "--config":
+            if i + 1 >= len(argv):
+                raise _UsageError("--config needs a YAML file")
+            path = argv[i + 1]
+        elif a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        if path is not None and not Path(path).is_file():
+            raise _UsageError(f"config file not found: {path}")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" (--debug shows more)" if len(lines) > 1 else "")
+
+
+def _in_training_loop(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside ``Trainer.train``: shown in full, never one line."""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.name in ("_inner_training_loop", "training_step") and "transformers" in (
+            frame.filename
+        ):
+            return True
+    return False
+
+
+def _classify(exc: BaseException) -> tuple[int, str, str] | None:
+    """``(exit status, label, one-line message)`` of an expected failure; ``None`` for a bug."""
+    from tag_model.backbones import BackboneNotFoundError, UnknownFamilyError
+    from tag_model.datasets import DatasetFormatError, DatasetImageError
+
+    if _in_training_loop(exc):  # a failure after training started is no input problem
+        return None
+    msg = _one_line(exc)
+    if isinstance(exc, _UsageError):
+        return EXIT_CODES["usage"], "error", msg
+    if isinstance(exc, BackboneNotFoundError):
+        return EXIT_CODES["model"], "error", msg
+    if isinstance(exc, UnknownFamilyError):
+        return EXIT_CODES["usage"], "error", msg
+    if isinstance(exc, DatasetFormatError):
+        return EXIT_CODES["dataset"], "dataset error", msg
+    if isinstance(exc, DatasetImageError):
+        return EXIT_CODES["dataset"], "dataset error", f"{msg} (--skip_missing skips them)"
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return EXIT_CODES["dataset"], "error", msg
+    if isinstance(exc, ValueError):  # bad values and config keys (TrlParser, TAG's checks)
+        return EXIT_CODES["usage"], "error", msg
+    return None
 
 
 if __name__ == "__main__":

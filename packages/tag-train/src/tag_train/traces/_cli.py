@@ -43,7 +43,11 @@ def make_teacher(args: TracesArguments) -> Any:
 
 
 def load_input(args: TracesArguments) -> Any:
-    """The FER dataset to build from (any ``tag_model.datasets`` reader, or SynthFACS)."""
+    """The FER dataset to build from (any ``tag_model.datasets`` reader, or SynthFACS).
+
+    Rows whose image is missing or corrupt fail the load (``DatasetImageError``) unless
+    ``--skip_missing``: then they are skipped, and their count is printed.
+    """
     if args.dataset == "synth":
         from tag_model.datasets import load_rafdb
         from tag_model.synth import attach_synth_landmarks, write_rafdb_layout
@@ -53,9 +57,26 @@ def load_input(args: TracesArguments) -> Any:
         return attach_synth_landmarks(load_rafdb(root, args.split), root)
     if args.data_root is None:
         raise ValueError(f"--dataset {args.dataset} needs --data_root")
+    from pathlib import Path
+
     from tag_model.datasets import load_fer_dataset
 
-    return load_fer_dataset(args.dataset, args.data_root, args.split)
+    if not Path(args.data_root).exists():
+        raise FileNotFoundError(f"--data_root not found: {args.data_root}")
+    ds, report = load_fer_dataset(
+        args.dataset,
+        args.data_root,
+        args.split,
+        skip_missing=args.skip_missing,
+        return_report=True,
+    )
+    if report.skipped:
+        shown = ", ".join((report.missing_images + report.corrupt_images)[:3])
+        print(
+            f"tag-train traces: skipped {report.skipped} row(s) with missing or corrupt "
+            f"images (--skip_missing), e.g. {shown}"
+        )
+    return ds
 
 
 def run_traces(args: TracesArguments) -> BuildSummary:
