@@ -219,3 +219,24 @@ def test_full_weights_chain(chain_root: Path, base_dir: Path, traces_dir: Path) 
     )  # fmt: skip
     assert checkpoint_kind(rl) == "full"
     assert _settings(rl) == _settings(rl / "checkpoint-1") == EXPECTED
+
+
+def test_settings_of_older_trace_builds(traces_dir: Path, tmp_path: Path) -> None:
+    """A trace dataset without tag_settings.json: the build manifest, else the prompts."""
+    import shutil
+
+    from datasets import load_from_disk
+    from tag_train._settings_callback import run_settings, trace_settings
+
+    old = tmp_path / "old"
+    shutil.copytree(traces_dir, old)
+    (old / "tag_settings.json").unlink()
+    found = trace_settings(old)
+    assert found.labels == RAFDB.names and found.prompt_style == "compact"
+    assert found.detector is None and found.family == "qwen2_vl"
+    shutil.rmtree(old / "_build")
+    assert trace_settings(old) is None
+    args = SimpleNamespace(dataset_path=str(old), model_name_or_path=None, label_space="rafdb")
+    s = run_settings(args, load_from_disk(str(old)), family="qwen2_vl")
+    assert s.prompt_style == "compact"  # read off the prompts themselves
+    assert s.labels == RAFDB.names and s.label_space == "rafdb"
