@@ -147,11 +147,11 @@ def test_run_compare_report(rafdb_root, model_dir, judge, tmp_path, capsys, monk
     ds, _ = load_eval_dataset("rafdb", rafdb_root, "test")
     run_eval(
         RunConfig(
-            model="oracle",
+            model_name_or_path="oracle",
             dataset="rafdb",
-            root=str(rafdb_root),
-            out=str(runs / "oracle"),
-            batch_size=2,
+            data_root=str(rafdb_root),
+            output_dir=str(runs / "oracle"),
+            per_device_eval_batch_size=2,
             limit=LIMIT,
             n_boot=300,
         ),
