@@ -98,7 +98,7 @@ def _sft(argv: list[str]) -> int:
         epilog=_EXIT_HELP,
         formatter_class=_Formatter,
     )
-    script_args, training_args = parser.parse_args_and_config(argv)
+    script_args, training_args = parser.parse_args_and_config(_cpu_defaults(argv, "sft"))
     from tag_train.sft import run_sft
 
     run_sft(script_args, training_args)
@@ -122,7 +122,7 @@ def _rl(argv: list[str]) -> int:
         epilog=_EXIT_HELP,
         formatter_class=_Formatter,
     )
-    script_args, training_args = parser.parse_args_and_config(argv)
+    script_args, training_args = parser.parse_args_and_config(_cpu_defaults(argv, "rl"))
     if script_args.preset:  # from a --config file: the demo ignores every training option
         raise _UsageError(
             "preset: runs the built-in demo, which takes no training options; give it alone "
@@ -137,6 +137,27 @@ def _rl(argv: list[str]) -> int:
 
     run_rl(script_args, training_args)
     return 0
+
+
+def _cpu_defaults(argv: list[str], command: str) -> list[str]:
+    """``argv`` with ``--bf16 false`` appended on a machine without CUDA, unless the command
+    line sets ``--bf16`` itself.
+
+    TRL's configs default to ``bf16=True`` (and the shipped YAML configs say so for the GPUs
+    they target); ``TrainingArguments`` rejects that without a GPU while it parses, before
+    any TAG code runs. So the same command trains on a CPU machine, in float32. An explicit
+    ``--bf16 true`` is left alone (and fails there, as asked).
+    """
+    if "-h" in argv or "--help" in argv:
+        return argv
+    if any(a == "--bf16" or a.startswith("--bf16=") for a in argv):
+        return argv
+    import torch
+
+    if torch.cuda.is_available():
+        return argv
+    print(f"tag-train {command}: no CUDA device, training in float32")
+    return [*argv, "--bf16", "false"]
 
 
 def _export(argv: list[str]) -> int:
