@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from tag_model.jsonl import append_jsonl, read_jsonl
 from transformers import TrainerCallback
 
 __all__ = ["JsonlMetricsCallback", "RewardShareCallback"]
@@ -28,13 +29,34 @@ def _clean(v: Any) -> Any:
 class JsonlMetricsCallback(TrainerCallback):
     """Appends every ``Trainer`` log (loss, rewards, KL, ...) as one JSON line.
 
-    Lines look like ``{"step": 12, "epoch": 0.5, "time": 1719.3, "loss": 0.41, ...}``. The file
-    is appended to, so a resumed run continues it (the steps say where it resumed).
+    Lines look like ``{"step": 12, "epoch": 0.5, "time": 1719.3, "loss": 0.41, ...}``. When
+    training begins (fresh or resumed from a checkpoint at step S), rows past S are dropped:
+    a run killed after its last checkpoint logged steps that the resumed run trains again, and
+    every step must appear once. A torn last line (killed mid-write) is dropped too.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dropped = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        records, _ = read_jsonl(self.path, repair=True)
+        keep = [r for r in records if int(r.get("step") or 0) <= state.global_step]
+        self.dropped = len(records) - len(keep)
+        if not self.dropped:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        append_jsonl(tmp, keep)
+        tmp.touch()
+        os.replace(tmp, self.path)
+        print(
+            f"{self.path}: dropped {self.dropped} rows logged after step {state.global_step} "
+            "(training continues from there)"
+        )
 
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
@@ -49,8 +71,7 @@ class JsonlMetricsCallback(TrainerCallback):
                 if isinstance(v, (int, float)) or hasattr(v, "item")
             }
         )
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        append_jsonl(self.path, [rec])
 
 
 class RewardShareCallback(TrainerCallback):
@@ -58,6 +79,8 @@ class RewardShareCallback(TrainerCallback):
 
     Adds ``tag/reward_seconds`` (per step), ``tag/step_seconds`` and ``tag/reward_share`` to the
     logs; ``timer`` is the :class:`~tag_train.rewards.RewardTimer` that the rewards fill.
+    :meth:`summary` reports the steady state: the median over the steps (the rewards' compiled
+    kernels are warmed up before training, and the median ignores a slow first step anyway).
     """
 
     def __init__(self, timer: Any) -> None:
@@ -65,6 +88,9 @@ class RewardShareCallback(TrainerCallback):
         self._t0: float | None = None
         self.step_seconds: list[float] = []
         self.reward_seconds: list[float] = []
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.timer.reset()  # time spent before the first step (warm-up) is not a step's
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self._t0 is None:
@@ -78,12 +104,15 @@ class RewardShareCallback(TrainerCallback):
         self._t0 = None
 
     def summary(self) -> dict[str, float]:
-        total = sum(self.step_seconds)
-        reward = sum(self.reward_seconds)
+        """Median step time, median reward time and median per-step share over the steps."""
+        if not self.step_seconds:
+            return {"tag/step_seconds": 0.0, "tag/reward_seconds": 0.0, "tag/reward_share": 0.0}
+        shares = [r / s if s > 0 else 0.0 for r, s in zip(self.reward_seconds, self.step_seconds)]
         return {
-            "tag/step_seconds": total / max(1, len(self.step_seconds)),
-            "tag/reward_seconds": reward / max(1, len(self.reward_seconds)),
-            "tag/reward_share": reward / total if total > 0 else 0.0,
+            "tag/step_seconds": statistics.median(self.step_seconds),
+            "tag/reward_seconds": statistics.median(self.reward_seconds),
+            "tag/reward_share": statistics.median(shares),
+            "tag/steps": float(len(self.step_seconds)),
         }
 
     def on_log(

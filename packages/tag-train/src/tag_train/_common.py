@@ -164,3 +164,121 @@ def cpu_friendly(training_args: Any) -> Any:
         if getattr(training_args, "gradient_checkpointing", False):
             training_args.gradient_checkpointing = False
     return training_args
+
+
+# ------------------------------------------------------------------ resume: full checkpoints
+
+_FULL_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint's weights do not fit the model being trained (never loaded in part)."""
+
+
+def load_full_checkpoint(model: Any, checkpoint: str) -> None:
+    """Load the weights of a full ``save_pretrained`` checkpoint into ``model``, all or nothing.
+
+    ``save_pretrained`` writes the checkpoint's original key names (Qwen-VL: ``model.layers.*``,
+    ``visual.*``) while the live module names differ (``model.language_model.*``,
+    ``model.visual.*``); a raw ``load_state_dict`` matches no key at all. The checkpoint is
+    therefore read back through ``from_pretrained`` (transformers' own key conversion, in the
+    model's dtype, on the CPU) and copied in with ``strict=True``.
+
+    Raises:
+        CheckpointMismatchError: a key is missing, unexpected or of another shape, on either
+            side (the message names them); nothing has been copied then.
+    """
+    import torch
+
+    dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
+    loaded, info = type(model).from_pretrained(checkpoint, dtype=dtype, output_loading_info=True)
+    problems = []
+    for what in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k) for k in info.get(what) or ())
+        if keys:
+            problems.append(
+                f"{what.replace('_', ' ')} {keys[:8]}" + (" ..." if len(keys) > 8 else "")
+            )
+    state = loaded.state_dict()
+    live = model.state_dict()
+    missing, unexpected = sorted(set(live) - set(state)), sorted(set(state) - set(live))
+    if missing:
+        problems.append(f"model keys not in the checkpoint {missing[:8]}")
+    if unexpected:
+        problems.append(f"checkpoint keys not in the model {unexpected[:8]}")
+    shapes = [k for k in live if k in state and live[k].shape != state[k].shape]
+    if shapes:
+        problems.append(f"shape mismatches {shapes[:8]}")
+    if problems:
+        raise CheckpointMismatchError(
+            f"cannot resume from {checkpoint}: its weights do not fit the "
+            f"{type(model).__name__} being trained: " + "; ".join(problems)
+        )
+    with torch.no_grad():
+        model.load_state_dict(state, strict=True)
+    del loaded, state
+
+
+def _is_full_checkpoint(path: str | None) -> bool:
+    return bool(path) and any(os.path.isfile(os.path.join(path, f)) for f in _FULL_WEIGHTS)
+
+
+class ResumeWeightsMixin:
+    """Trainer mixin: resuming (and ``load_best_model_at_end``) restores a full model's weights.
+
+    transformers 5's ``Trainer._load_from_checkpoint`` does ``load_state_dict(sd, strict=False)``
+    with the checkpoint's saved key names, which a converted model (Qwen-VL) does not use:
+    every weight is skipped and training silently continues from the base weights. For a full
+    (non-PEFT) model outside FSDP / DeepSpeed / SageMaker MP this mixin loads through
+    :func:`load_full_checkpoint` instead; every other case (PEFT adapters included) is the
+    Trainer's own code.
+    """
+
+    def _tag_plain_model(self, model: Any = None) -> Any:
+        from transformers import PreTrainedModel
+        from transformers.utils import is_sagemaker_mp_enabled
+
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or is_sagemaker_mp_enabled():
+            return None
+        m = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if not isinstance(m, PreTrainedModel) or getattr(m, "_hf_peft_config_loaded", False):
+            return None  # a peft model (or adapters loaded through transformers)
+        if getattr(m, "hf_quantizer", None) is not None:
+            return None
+        return m
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        target = self._tag_plain_model(model)
+        if target is None or not _is_full_checkpoint(resume_from_checkpoint):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)  # type: ignore[misc]
+        logger.info("loading the full model from %s", resume_from_checkpoint)
+        load_full_checkpoint(target, resume_from_checkpoint)
+        return None
+
+    def _load_best_model(self) -> None:
+        best = self.state.best_model_checkpoint
+        target = self._tag_plain_model()
+        if target is None or not _is_full_checkpoint(best):
+            return super()._load_best_model()  # type: ignore[misc]
+        logger.info("loading the best model from %s", best)
+        load_full_checkpoint(target, best)
+        return None
+
+
+_RESUMABLE: dict[type, type] = {}
+
+
+def resumable(trainer_cls: type) -> type:
+    """``trainer_cls`` with :class:`ResumeWeightsMixin` in front (one class per trainer class)."""
+    if trainer_cls not in _RESUMABLE:
+        _RESUMABLE[trainer_cls] = type(
+            f"TAG{trainer_cls.__name__}",
+            (ResumeWeightsMixin, trainer_cls),
+            {"__module__": __name__, "__doc__": trainer_cls.__doc__},
+        )
+    return _RESUMABLE[trainer_cls]

@@ -4,7 +4,8 @@ The trace dataset (from ``tag-train traces``) becomes a TRL prompt-completion vi
 ``prompt`` (the student's chat messages; TRL inserts the image), ``completion`` (the trace
 as the assistant turn) and ``image``. The loss is on the completion only. The backbone
 adapter's freezing policy applies (vision encoder frozen; ``--lora`` for LoRA).
-Checkpoints land in ``output_dir/checkpoint-*``; ``--resume`` continues from the newest.
+Checkpoints land in ``output_dir/checkpoint-*``; ``--resume`` continues from the newest, with
+its weights, optimizer, scheduler, RNG and data position (``tag_train._common.resumable``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from tag_train._args import SFTScriptArguments
 from tag_train._callbacks import JsonlMetricsCallback
-from tag_train._common import cpu_friendly, load_model_for_training, train_and_save
+from tag_train._common import cpu_friendly, load_model_for_training, resumable, train_and_save
 from tag_train._settings_callback import tag_settings_callback
 
 __all__ = ["run_sft", "to_sft_dataset"]
@@ -59,7 +60,7 @@ def run_sft(
     model, processor, _adapter, report = load_model_for_training(script_args)
     print(f"tag-train sft: trainable parameters: {report}")
     metrics = script_args.metrics_file or str(Path(training_args.output_dir) / "metrics.jsonl")
-    trainer = SFTTrainer(
+    trainer = resumable(SFTTrainer)(
         model=model,
         args=training_args,
         train_dataset=dataset,
