@@ -1,4 +1,8 @@
-"""SFT and GRPO through the CLI with a tiny VLM: SIGKILL mid-run, then ``--resume`` continues."""
+"""SFT and GRPO through the CLI with a tiny VLM: SIGKILL mid-run, then ``--resume`` continues.
+
+The commands carry no ``--bf16`` flag: the same command a GPU run uses must train on this
+CPU machine (in float32). Weight-exact resume is checked in ``test_resume.py``.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +16,20 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from tag_train.teachers import TemplateTeacher
 from tag_train.traces import TraceBuildConfig, build_traces
 
 from .conftest import LABELS
 
-CPU = [
-    "--bf16",
-    "false",
-    "--gradient_checkpointing",
-    "false",
-    "--report_to",
-    "none",
-    "--logging_steps",
-    "1",
-]
+# no --bf16 / --gradient_checkpointing: the CLI must pick what this machine can do
+CPU = ["--report_to", "none", "--logging_steps", "1"]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
+def build_tiny(out: Path) -> Path:
+    """A tiny Qwen2-VL (random weights, seed 0) and its processor saved in ``out``."""
     from tag_model.backbones import make_tiny_vlm
 
-    out = tmp_path_factory.mktemp("tiny")
     make_tiny_vlm(
         "qwen2_vl",
         save_dir=out,
@@ -49,9 +45,8 @@ def tiny_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def traces_dir(synth_ds, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("traces")
+def build_trace_dataset(synth_ds, out: Path) -> Path:
+    """8 compact template traces of SynthFACS faces (RAF-DB layout) saved in ``out``."""
     build_traces(
         synth_ds.select(range(8)),
         TemplateTeacher(style="compact", variety=0.0),
@@ -60,6 +55,16 @@ def traces_dir(synth_ds, tmp_path_factory) -> Path:
         progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    return build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def traces_dir(synth_ds, tmp_path_factory) -> Path:
+    return build_trace_dataset(synth_ds, tmp_path_factory.mktemp("traces"))
 
 
 def _run(args: list[str], **kw) -> subprocess.Popen:
@@ -92,7 +97,10 @@ def _kill_after_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 4
 
 
 def _steps(metrics: Path) -> list[int]:
-    return [json.loads(x)["step"] for x in metrics.read_text().splitlines() if "loss" in x]
+    """The steps of the training-loss rows of a metrics file (in file order)."""
+    from tag_model.jsonl import read_jsonl
+
+    return [r["step"] for r in read_jsonl(metrics)[0] if "loss" in r]
 
 
 def _assert_saved(out: Path, source: Path) -> None:
@@ -115,17 +123,17 @@ def _assert_saved(out: Path, source: Path) -> None:
 def _resume_and_check(cmd: list[str], out: Path, max_steps: int) -> dict:
     killed_at = _kill_after_checkpoint(_run(cmd), out)
     assert 0 < killed_at < max_steps
-    n_before = len(_steps(out / "metrics.jsonl"))
+    assert _steps(out / "metrics.jsonl")[:killed_at] == list(range(1, killed_at + 1))
     proc = _run([*cmd, "--resume", "true"])
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log[-4000:]
+    if not torch.cuda.is_available():
+        assert " no CUDA device, training in float32" in log, log[:2000]
     assert "resuming from" in log
     resumed_from = int(log.split("resuming from")[1].split("checkpoint-")[1].split()[0])
     assert resumed_from >= killed_at
-    after = _steps(out / "metrics.jsonl")[n_before:]
-    # the second run starts right after the checkpoint, not from step 1, and reaches the end
-    assert after[0] == resumed_from + 1, after
-    assert after[-1] == max_steps
+    # the killed run's rows past the checkpoint are gone: every step appears once, in order
+    assert _steps(out / "metrics.jsonl") == list(range(1, max_steps + 1))
     final = json.loads((out / f"checkpoint-{max_steps}" / "trainer_state.json").read_text())
     assert final["global_step"] == max_steps
     return {"log": log, "resumed_from": resumed_from}
@@ -165,6 +173,63 @@ def test_rl_sigkill_then_resume(tiny_dir, traces_dir, tmp_path):
         assert key in last, sorted(last)
     assert 0.0 <= last["tag/reward_share"] < 1.0
     assert re.search(
-        r"reward functions took [\d.]+ ms of a [\d.]+ s GRPO step \([\d.]+ %\)", r["log"]
+        r"reward functions took [\d.]+ ms of a [\d.]+ s GRPO step \([\d.]+ %\), "
+        r"median of \d+ steps",
+        r["log"],
     )
+    if not torch.cuda.is_available():
+        assert "tag-train rl: rewards on cpu (auto: no CUDA device" in r["log"]
     _assert_saved(out, tiny_dir)
+
+
+# ------------------------------------------------------------------------------ unit checks
+
+
+@pytest.mark.parametrize("command", ["sft", "rl"])
+def test_cpu_defaults_turn_bf16_off_without_cuda(monkeypatch, capsys, command):
+    from tag_train.cli import _cpu_defaults
+
+    argv = ["--config", "x.yaml", "--output_dir", "o"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _cpu_defaults(argv, command) == [*argv, "--bf16", "false"]
+    assert capsys.readouterr().out == f"tag-train {command}: no CUDA device, training in float32\n"
+    for explicit in (["--bf16", "true"], ["--bf16=true"], ["--bf16", "false"]):
+        assert _cpu_defaults([*argv, *explicit], command) == [*argv, *explicit]
+    assert _cpu_defaults(["--help"], command) == ["--help"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _cpu_defaults(argv, command) == argv  # bf16 stays TRL's default on CUDA
+    assert capsys.readouterr().out == ""
+
+
+def test_cli_parses_to_float32_without_cuda(monkeypatch):
+    """The parse itself (where TrainingArguments validates bf16) passes on a CPU machine."""
+    from tag_train._args import RLScriptArguments, SFTScriptArguments
+    from tag_train.cli import _cpu_defaults
+    from trl import GRPOConfig, SFTConfig, TrlParser
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for args_cls, cfg_cls in ((SFTScriptArguments, SFTConfig), (RLScriptArguments, GRPOConfig)):
+        parser = TrlParser((args_cls, cfg_cls))
+        _, cfg = parser.parse_args_and_config(_cpu_defaults(["--output_dir", "o"], "x"))
+        assert cfg.bf16 is False
+
+
+def test_reward_share_is_the_median_step():
+    """A first step slowed by compilation does not move the reported share."""
+    from types import SimpleNamespace
+
+    from tag_train._callbacks import RewardShareCallback
+    from tag_train.rewards import RewardTimer
+
+    cb = RewardShareCallback(RewardTimer())
+    cb.step_seconds = [10.0, 1.0, 1.2, 0.9, 1.1]
+    cb.reward_seconds = [9.0, 0.010, 0.012, 0.009, 0.022]
+    s = cb.summary()
+    assert s["tag/reward_share"] == pytest.approx(0.010)  # shares 0.9, .01, .01, .01, .02
+    assert s["tag/step_seconds"] == pytest.approx(1.1)
+    assert s["tag/reward_seconds"] == pytest.approx(0.012)
+    assert s["tag/steps"] == 5
+    # warm-up time spent before the first step is not billed to it
+    cb.timer.seconds = 3.0
+    cb.on_train_begin(SimpleNamespace(), SimpleNamespace(), SimpleNamespace())
+    assert cb.timer.seconds == 0.0

@@ -272,3 +272,13 @@ class RLScriptArguments(ModelArguments):
     preset: str | None = field(
         default=None, metadata={"help": "Run the built-in demo with this preset: smoke | default."}
     )
+    reward_device: str = field(
+        default="auto",
+        metadata={
+            "help": "Where the rewards parse and score: 'cpu' (the completions' text, Numba), "
+            "'cuda' (TRL's completion_ids, Triton on the GPU; only B floats come back) or 'auto' "
+            "(on CUDA, times both on a dummy batch before training and keeps the faster; "
+            "else cpu).",
+            "choices": ["auto", "cpu", "cuda"],
+        },
+    )

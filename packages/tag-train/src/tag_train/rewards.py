@@ -13,10 +13,14 @@ The grounding reward is one batched pipeline with no per-completion Python on th
 3. ``tag_kernels.au_reward.au_grounding_reward`` scores every completion against its
    sample's activated list (class-aware by default) in one call.
 
-On a CUDA run, pass ``token_ids=True``: the completions' token ids (TRL's ``completion_ids``)
-go to ``parse_batch`` as a CUDA tensor together with the tokenizer, so parsing and scoring
-stay on the GPU (Triton kernels) and only B floats come back. This path is used only when
-``parse_batch`` accepts token-id tensors; otherwise the text path runs.
+On a CUDA run, pass ``token_ids=True`` and the tokenizer (``get_tag_rewards(...,
+reward_device="cuda")``): the completions' token ids (TRL's ``completion_ids``, Python lists)
+are padded once into a ``[B, T]`` tensor and moved to the GPU, ``parse_batch`` scans them there
+(Triton), the grounding kernel scores them there (Triton), and only B floats (plus B flags for
+the format and answer rewards, which share the parse) come back. Without CUDA the text path
+runs. ``tag-train rl --reward_device auto`` times both paths on the GPU before training and
+keeps the faster one (``bench/bench_completion_ids.py`` measures the list -> tensor -> device
+step on its own).
 """
 
 from __future__ import annotations
@@ -53,19 +57,65 @@ def _label_key(labels: Any) -> Any:
 
 
 class _ParseCache:
-    """Shares one ``parse_batch`` between the rewards of one TRL call (same ``completions`` object)."""
+    """One ``parse_batch`` per TRL call, shared by the rewards (same ``completions`` object).
 
-    def __init__(self) -> None:
+    ``device=None`` parses the completions' text (Numba). With ``tokenizer`` and a ``device``
+    (``"cuda"``), TRL's ``completion_ids`` are parsed on that device by the Triton scanner and
+    the arrays stay there. ``device="cpu"`` runs the same Triton kernels on CPU tensors and
+    only works under ``TRITON_INTERPRET=1``: it is the tests' way to check the token path
+    against the text path on a machine without a GPU.
+    """
+
+    def __init__(self, tokenizer: Any = None, device: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.device = device if tokenizer is not None else None
         self._key: Any = None
-        self._labels: Any = None
+        self._params: Any = None
         self._value: Any = None
 
-    def get(self, completions: Any, labels: Any, fn: Callable[[], Any]) -> Any:
-        if self._key is completions and self._labels == labels:
+    def parse(self, completions: Any, completion_ids: Any, labels: Any, max_pairs: int = 64) -> Any:
+        params = (labels, max_pairs)
+        if self._key is completions and self._params == params:
             return self._value
-        value = fn()
-        self._key, self._labels, self._value = completions, labels, value  # keeps the list alive
+        from tag_model.grounding import parse_batch
+
+        if self.device is not None and completion_ids is not None:
+            value = _token_parse(completion_ids, self.tokenizer, labels, max_pairs, self.device)
+        else:
+            texts = completion_texts(completions)
+            value = parse_batch(texts, labels=labels, max_pairs=max_pairs)
+        self._key, self._params, self._value = completions, params, value  # keeps the list alive
         return value
+
+
+def _token_parse(
+    completion_ids: Sequence[Sequence[int]],
+    tokenizer: Any,
+    labels: Any,
+    max_pairs: int,
+    device: str,
+) -> Any:
+    """``parse_batch`` of TRL's ``completion_ids`` on ``device`` (Triton); arrays stay there."""
+    from tag_model.grounding import label_table, parse_batch, token_bytes
+
+    ids, lengths = _pad_ids(completion_ids, tokenizer, device=device)
+    if ids.is_cuda:
+        return parse_batch(
+            ids, labels=labels, max_pairs=max_pairs, tokenizer=tokenizer, lengths=lengths
+        )
+    from tag_kernels._dispatch import triton_interpreting
+
+    if not triton_interpreting():
+        raise RuntimeError(
+            "the token-id reward path on the CPU runs the Triton kernels in the interpreter "
+            "(a test hook): set TRITON_INTERPRET=1, or use the text path"
+        )
+    from tag_model.grounding._triton import parse_batch_cuda
+
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return parse_batch_cuda(
+        ids, token_bytes(tokenizer), label_table(labels), max_pairs, pad, lengths
+    )
 
 
 class RewardTimer:
@@ -128,6 +178,7 @@ def get_grounding_reward(
     backend: str | None = None,
     token_ids: bool = False,
     tokenizer: Any = None,
+    device: str | None = None,
     processor: Any = None,
     timer: RewardTimer | None = None,
     _cache: _ParseCache | None = None,
@@ -144,7 +195,10 @@ def get_grounding_reward(
         require_format: completions whose format does not parse score 0.0.
         max_pairs: K, the most (AU, box) pairs read from one completion.
         backend: kernel backend (``None``: dispatch on the array family).
-        token_ids, tokenizer: GPU path (see the module docstring).
+        token_ids, tokenizer: GPU path (see the module docstring): parse TRL's
+            ``completion_ids`` with the tokenizer on the GPU. Without CUDA the text path runs.
+        device: the token path's device (default ``"cuda"``); ``"cpu"`` is a test hook that
+            runs the same Triton kernels under ``TRITON_INTERPRET=1``.
         processor: the model's processor; Qwen2.5-VL's pixel budget (``min_pixels``,
             ``max_pixels``) is read from it, as the model's boxes live in the resized image.
         timer: accumulate the time spent here.
@@ -166,28 +220,15 @@ def get_grounding_reward(
     """
     from tag_kernels.au_reward import au_grounding_reward
     from tag_model.backbones import get_adapter
-    from tag_model.grounding import parse_batch
 
     adapter = get_adapter(family, processor=processor)
     label_set = _label_key(labels)
-
-    def _parse(completions: Sequence[Any], completion_ids: Any) -> Any:
-        if token_ids and completion_ids is not None and tokenizer is not None:
-            import torch
-
-            if torch.cuda.is_available():
-                ids, lengths = _pad_ids(completion_ids, tokenizer, device="cuda")
-                return parse_batch(
-                    ids, labels=label_set, max_pairs=max_pairs, tokenizer=tokenizer, lengths=lengths
-                )
-        cache = _cache if max_pairs == 64 else None
-        if cache is not None:
-            return cache.get(
-                completions,
-                label_set,
-                lambda: parse_batch(completion_texts(completions), labels=label_set, max_pairs=64),
-            )
-        return parse_batch(completion_texts(completions), labels=label_set, max_pairs=max_pairs)
+    if _cache is not None:
+        parser = _cache
+    else:
+        parser = _ParseCache(tokenizer, token_device(device) if token_ids else None)
+    on_tokens = parser.device is not None
+    kernel_backend = backend or ("triton" if on_tokens else None)
 
     def grounding_reward(
         completions: Sequence[Any],
@@ -203,10 +244,10 @@ def get_grounding_reward(
             return []
         if activated is None:
             raise ValueError("the grounding reward needs the dataset's `activated` column")
-        pb = _parse(completions, completion_ids)
+        pb = parser.parse(completions, completion_ids, label_set, max_pairs)
         sizes = _sizes(n, image if image is not None else kwargs.get("images"), image_size)
         ref_boxes, ref_au, ref_prob = pack_activated(activated)
-        if hasattr(pb.pred_au, "is_cuda") and pb.pred_au.is_cuda:  # GPU path: stay on the device
+        if hasattr(pb.pred_au, "is_cuda"):  # token path (torch): stay on the parse's device
             import torch
 
             dev = pb.pred_au.device
@@ -225,7 +266,7 @@ def get_grounding_reward(
                 beta=beta,
                 class_aware=class_aware,
                 empty_value=empty_value,
-                backend=backend,
+                backend=kernel_backend,
             )
             reward_t = torch.nan_to_num(res.reward.float(), nan=0.0)
             if require_format:
@@ -288,16 +329,40 @@ def _np(x: Any) -> np.ndarray:
 def _pad_ids(
     completion_ids: Sequence[Sequence[int]], tokenizer: Any, device: str
 ) -> tuple[Any, Any]:
-    """TRL's ``completion_ids`` (lists) -> ``(ids[B, T] int64, lengths[B])`` on ``device``."""
+    """TRL's ``completion_ids`` (lists) -> ``(ids[B, T] int64, lengths[B])`` on ``device``.
+
+    One flat NumPy copy of all the ids, one masked scatter into the padded array, one
+    (pinned, non-blocking) host-to-device copy; see ``bench/bench_completion_ids.py``.
+    """
+    import itertools
+
     import torch
 
     pad = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0
-    lengths = torch.tensor([len(c) for c in completion_ids], dtype=torch.int64)
+    lengths = np.fromiter(
+        (len(c) for c in completion_ids), dtype=np.int64, count=len(completion_ids)
+    )
     t = max(1, int(lengths.max()) if len(lengths) else 1)
-    out = torch.full((len(completion_ids), t), pad, dtype=torch.int64)
-    for i, c in enumerate(completion_ids):
-        out[i, : len(c)] = torch.as_tensor(c, dtype=torch.int64)
-    return out.to(device, non_blocking=True), lengths.to(device)
+    flat = np.fromiter(
+        itertools.chain.from_iterable(completion_ids), dtype=np.int64, count=int(lengths.sum())
+    )
+    out = np.full((len(completion_ids), t), pad, dtype=np.int64)
+    out[np.arange(t) < lengths[:, None]] = flat
+    ids, lens = torch.from_numpy(out), torch.from_numpy(lengths)
+    if torch.device(device).type == "cuda":
+        ids, lens = ids.pin_memory(), lens.pin_memory()
+    return ids.to(device, non_blocking=True), lens.to(device, non_blocking=True)
+
+
+def token_device(device: str | None = None) -> str | None:
+    """The device of the token-id reward path: ``device`` (default ``"cuda"``), or None (the
+    text path) when that is CUDA and no CUDA device is present."""
+    import torch
+
+    device = device or "cuda"
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        return None
+    return device
 
 
 def get_format_reward(
@@ -326,23 +391,18 @@ def get_format_reward(
         >>> get_format_reward("rafdb")([trace.replace("happiness </answer>", "contempt </answer>")])
         [0.0]
     """
-    from tag_model.grounding import parse_batch
 
     label_set = _label_key(labels)
 
     def format_reward(
         completions: Sequence[Any],
+        completion_ids: Any = None,
         log_metric: Callable[[str, float], None] | None = None,
         **kwargs: Any,
     ) -> list[float | None]:
         if not completions:
             return []
-        cache = _cache or _ParseCache()
-        pb = cache.get(
-            completions,
-            label_set,
-            lambda: parse_batch(completion_texts(completions), labels=label_set, max_pairs=64),
-        )
+        pb = (_cache or _ParseCache()).parse(completions, completion_ids, label_set)
         ok = _np(pb.format_ok).astype(bool)
         if log_metric is not None:
             log_metric("format/failure_rate", float(1.0 - ok.mean()))
@@ -381,13 +441,13 @@ def get_answer_reward(
         [1.0]
     """
     from tag_model.au import canonical_label
-    from tag_model.grounding import parse_batch
 
     label_set = _label_key(labels)
 
     def answer_reward(
         completions: Sequence[Any],
         label: Sequence[str] | None = None,
+        completion_ids: Any = None,
         log_metric: Callable[[str, float], None] | None = None,
         **kwargs: Any,
     ) -> list[float | None]:
@@ -395,12 +455,7 @@ def get_answer_reward(
             return []
         if label is None:
             raise ValueError("the answer reward needs the dataset's `label` column")
-        cache = _cache or _ParseCache()
-        pb = cache.get(
-            completions,
-            label_set,
-            lambda: parse_batch(completion_texts(completions), labels=label_set, max_pairs=64),
-        )
+        pb = (_cache or _ParseCache()).parse(completions, completion_ids, label_set)
         if len(label) != len(completions):
             raise ValueError(
                 f"the answer reward got {len(completions)} completions but {len(label)} labels"
@@ -436,9 +491,30 @@ def get_tag_rewards(
     empty_value: float = 1.0,
     processor: Any = None,
     timer: RewardTimer | None = None,
+    reward_device: str | None = None,
+    tokenizer: Any = None,
 ) -> list[RewardFunc]:
-    """The three TAG rewards ``[format, answer, grounding]`` (weights go in ``GRPOConfig.reward_weights``)."""
-    cache = _ParseCache()
+    """The three TAG rewards ``[format, answer, grounding]`` (weights go in ``GRPOConfig.reward_weights``).
+
+    They share one parse per TRL call. ``reward_device=None`` or ``"cpu"``: the completions'
+    text is parsed (Numba). ``"cuda"``: TRL's ``completion_ids`` are parsed and scored on the
+    GPU with Triton (``tokenizer``, default ``processor.tokenizer``, maps ids to bytes); raises
+    without CUDA. ``"cpu-triton"`` is the tests' hook: the token path's Triton kernels on CPU
+    tensors, under ``TRITON_INTERPRET=1``.
+    """
+    tok = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", processor)
+    device: str | None = None
+    if reward_device == "cuda":
+        device = token_device("cuda")
+        if device is None:
+            raise ValueError("reward_device='cuda' needs a CUDA device (use 'auto' or 'cpu')")
+    elif reward_device == "cpu-triton":
+        device = "cpu"
+    elif reward_device not in (None, "cpu"):
+        raise ValueError(f"reward_device must be cpu, cuda or cpu-triton, got {reward_device!r}")
+    if device is not None and tok is None:
+        raise ValueError("the token-id reward path needs the tokenizer (tokenizer= or processor=)")
+    cache = _ParseCache(tok, device)
     return [
         get_format_reward(labels, timer=timer, _cache=cache),
         get_answer_reward(labels, timer=timer, _cache=cache),
@@ -449,6 +525,9 @@ def get_tag_rewards(
             empty_value=empty_value,
             labels=labels,
             processor=processor,
+            token_ids=device is not None,
+            tokenizer=tok,
+            device=device,
             timer=timer,
             _cache=cache,
         ),
