@@ -26,6 +26,7 @@ import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "GroundTruth"]
@@ -54,14 +55,50 @@ def _finite(x: Any) -> bool:
 
 
 def _check_label(value: Any, field: str) -> str:
-    from tag_model.au import canonical_label
-
     if not isinstance(value, str) or not value.strip():
         raise _fail(field, f"expected an emotion name (a non-empty string), got {value!r}")
-    name = canonical_label(value)
+    name = _canonical(value)
     if name is None:
         raise _fail(field, f"{value!r} is not an emotion TAG knows")
     return name
+
+
+@lru_cache(maxsize=4096)
+def _canonical(value: str) -> str | None:
+    from tag_model.au import canonical_label
+
+    return canonical_label(value)
+
+
+_NUMBER = frozenset((int, float))
+
+
+def _fast_activated(value: list[Any] | tuple[Any, ...]) -> tuple[dict[str, Any], ...] | None:
+    """The common case, a well-formed list, checked with C-level passes (``map``, ``set``,
+    ``min``); ``None`` sends the list to the entry-by-entry check, which names the bad field."""
+    if not all(type(e) is dict and len(e) == 3 for e in value):
+        return None
+    try:
+        aus = [e["au"] for e in value]
+        probs = [e["prob"] for e in value]
+        boxes = [e["box"] for e in value]
+    except KeyError:
+        return None
+    if not set(map(type, aus)) <= {int} or not set(map(type, probs)) <= _NUMBER:
+        return None
+    if not all(type(b) is list and len(b) == 4 for b in boxes):
+        return None
+    flat = list(chain.from_iterable(boxes))
+    if not set(map(type, flat)) <= _NUMBER or not all(map(math.isfinite, flat)):
+        return None
+    if aus and (min(aus) < 0 or not all(map(math.isfinite, probs))):
+        return None
+    if aus and (min(probs) < 0 or max(probs) > 1):
+        return None
+    return tuple(
+        {"au": au, "prob": float(p), "box": list(map(float, b))}
+        for au, p, b in zip(aus, probs, boxes, strict=True)
+    )
 
 
 def _check_activated(value: Any) -> tuple[dict[str, Any], ...]:
@@ -69,6 +106,9 @@ def _check_activated(value: Any) -> tuple[dict[str, Any], ...]:
         raise _fail(
             "activated", f"expected a list of {{au, prob, box}}, got {type(value).__name__}"
         )
+    fast = _fast_activated(value)
+    if fast is not None:
+        return fast
     out = []
     for i, entry in enumerate(value):
         where = f"activated[{i}]"
@@ -108,10 +148,15 @@ def _check_size(value: Any) -> tuple[float, float]:
 
 
 def _check_family(value: Any) -> str:
-    from tag_model.backbones import UnknownFamilyError, resolve_family
-
     if not isinstance(value, str):
         raise _fail("family", f"expected a backbone family name, got {value!r}")
+    return _family(value)
+
+
+@lru_cache(maxsize=256)
+def _family(value: str) -> str:
+    from tag_model.backbones import UnknownFamilyError, resolve_family
+
     try:
         return resolve_family(value)
     except UnknownFamilyError as exc:
@@ -133,6 +178,13 @@ def _check_labels(value: Any) -> tuple[str, ...] | None:
         return None
     if isinstance(value, str) or not isinstance(value, list | tuple) or not value:
         raise _fail("labels", f"expected a non-empty list of emotion names or null, got {value!r}")
+    if all(type(v) is str for v in value):
+        return _labels(tuple(value))
+    return tuple(_check_label(v, f"labels[{i}]") for i, v in enumerate(value))
+
+
+@lru_cache(maxsize=256)
+def _labels(value: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(_check_label(v, f"labels[{i}]") for i, v in enumerate(value))
 
 
