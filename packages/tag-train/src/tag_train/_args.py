@@ -103,13 +103,6 @@ class TracesArguments:
             "reported) instead of failing."
         },
     )
-    skip_missing: bool = field(
-        default=False,
-        metadata={
-            "help": "Skip dataset rows whose image file is missing or corrupt (counted and "
-            "reported) instead of failing."
-        },
-    )
 
 
 @dataclass

@@ -160,6 +160,17 @@ def _cpu_defaults(argv: list[str], command: str) -> list[str]:
     return [*argv, "--bf16", "false"]
 
 
+def _merge(argv: list[str]) -> int:
+    from trl import TrlParser
+
+    from tag_train.merge import MERGE_HELP, MergeArguments, run_merge
+
+    parser = TrlParser((MergeArguments,), prog="tag-train merge", description=MERGE_HELP)
+    (args,) = parser.parse_args_and_config(argv)
+    print(run_merge(args).as_text())
+    return 0
+
+
 def _export(argv: list[str]) -> int:
     from trl import TrlParser
 
@@ -176,17 +187,6 @@ _EXPORT_HELP = (
     "data; each row carries TAG's ground_truth JSON for tag_train.integrations' reward "
     "functions (docs/integrations.md)."
 )
-
-
-def _merge(argv: list[str]) -> int:
-    from trl import TrlParser
-
-    from tag_train.merge import MERGE_HELP, MergeArguments, run_merge
-
-    parser = TrlParser((MergeArguments,), prog="tag-train merge", description=MERGE_HELP)
-    (args,) = parser.parse_args_and_config(argv)
-    print(run_merge(args).as_text())
-    return 0
 
 
 _DEMO_FLAGS = ("--preset", "--run_dir", "--cache_dir", "--no_cache", "--seed")
