@@ -381,7 +381,7 @@ def test_one_parse_and_one_kernel_call_per_group(monkeypatch, rows):
 
     monkeypatch.setattr(grounding, "parse_batch", parse)
     monkeypatch.setattr(au_mod, "au_grounding_reward", kernel)
-    score_mod._rewards.cache_clear()  # rebuild the reward functions over the counters
+    score_mod._clear_rewards()  # rebuild the reward functions over the counters
     try:
         (ta, ga), (tb, gb) = rows
         verl.compute_score_batch(None, ta, [g.to_json() for g in ga])
@@ -402,9 +402,23 @@ def test_one_parse_and_one_kernel_call_per_group(monkeypatch, rows):
         openrlhf.reward_func(mixed_t, [""] * 200, mixed_g)
         assert sorted(calls["parse"]) == [100] * 4 and len(calls["kernel"]) == 4
     finally:
-        score_mod._rewards.cache_clear()
+        score_mod._clear_rewards()
     ref_a = verl.compute_score_batch(None, ta[:100], [g.to_json() for g in ga[:100]])
     assert out[0::2] == ref_a
+
+
+def test_threads_calling_compute_score_at_once(rows):
+    """verl 0.9.1's reward loop runs compute_score in a thread pool: no cross-talk."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    (ta, ga), (tb, gb) = rows
+    texts = [t for pair in zip(ta, tb) for t in pair]
+    gts = [g.to_json() for pair in zip(ga, gb) for g in pair]
+    want = verl.compute_score_batch(None, texts, gts)
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda tg: verl.compute_score("tag", *tg, {}), zip(texts, gts)))
+            assert got == want
 
 
 def test_the_pixel_budget_matters():

@@ -10,9 +10,9 @@ one parse, one kernel call, whatever the batch size.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -113,8 +113,37 @@ class Scores:
     total: np.ndarray
 
 
-@lru_cache(maxsize=64)
+_LOCAL = threading.local()
+_GENERATION = [0]
+
+
 def _rewards(key: tuple[Any, ...], beta: float, class_aware: bool, empty_value: float) -> Any:
+    """The three reward functions of a group, built once per thread.
+
+    ``get_tag_rewards``' functions share a one-entry parse cache (the last ``completions``
+    object and its parse): two threads using the same functions could read each other's
+    parse. verl 0.9.1's reward loop calls ``compute_score`` from a thread pool, so every
+    thread gets its own functions.
+    """
+    cache = getattr(_LOCAL, "rewards", None)
+    if cache is None or _LOCAL.generation != _GENERATION[0]:
+        cache = _LOCAL.rewards = {}
+        _LOCAL.generation = _GENERATION[0]
+    k = (key, beta, class_aware, empty_value)
+    fns = cache.get(k)
+    if fns is None:
+        if len(cache) >= 64:
+            cache.clear()
+        fns = cache[k] = _build_rewards(key, beta, class_aware, empty_value)
+    return fns
+
+
+def _clear_rewards() -> None:
+    """Rebuild every thread's reward functions on their next use (tests patch the kernels)."""
+    _GENERATION[0] += 1
+
+
+def _build_rewards(key: tuple[Any, ...], beta: float, class_aware: bool, empty_value: float) -> Any:
     from tag_train.rewards import get_tag_rewards
 
     family, min_px, max_px, labels = key
