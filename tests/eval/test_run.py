@@ -372,8 +372,26 @@ def test_folder_dataset_real_face_uses_dlib_landmarks(tmp_path):
     # the whole-image box is far larger than the lip-corner region: a region miss (b)
     assert m["faithfulness"]["counts"]["region_miss"] == 1
     assert m["label_space"]["name"] == "canonical"
-    # the same folder read in RAF-DB's label space; --label-space is refused elsewhere
+    # the same folder read in RAF-DB's label space
     _, space = load_eval_dataset("folder", root, "", label_space="rafdb")
     assert space.name == "rafdb" and space.names[0] == "surprise"
-    with pytest.raises(EvalInputError, match="folder datasets only"):
-        load_eval_dataset("rafdb", root, "test", label_space="rafdb")
+    with pytest.raises(EvalInputError, match="unknown --label_space"):
+        load_eval_dataset("folder", root, "", label_space="no-such-space")
+
+
+def test_label_space_subsets_every_dataset(tmp_path):
+    """--label_space works for RAF-DB too: rows outside it are dropped and counted."""
+    from tag_model.synth import write_rafdb_layout
+
+    root = tmp_path / "raf"
+    write_rafdb_layout(root, 35, size=64, seed=3, test_fraction=0.4)
+    full, full_space = load_eval_dataset("rafdb", root, "test")
+    assert full_space.name == "rafdb" and len(set(full["label"])) == 7
+    ds, space, report = load_eval_dataset(
+        "rafdb", root, "test", label_space="happiness, sadness", return_report=True
+    )
+    assert space.names == ("happiness", "sadness")
+    assert set(ds["label"]) == {"happiness", "sadness"}
+    assert ds["label_id"] == [space.names.index(x) for x in ds["label"]]
+    dropped = sum(v for k, v in report.dropped.items() if k.startswith("not_in_label_space:"))
+    assert len(ds) + dropped == len(full) and dropped > 0

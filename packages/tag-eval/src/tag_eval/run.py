@@ -160,8 +160,10 @@ class RunConfig:
     label_space: str | None = field(
         default=None,
         metadata=_help(
-            "Label space of a folder dataset (rafdb, ferplus, affectnet7, affectnet8; default: "
-            "the checkpoint's tag_settings.json, else the eight canonical classes)."
+            "Label space: a name (rafdb, ferplus, affectnet7, affectnet8) or labels separated "
+            "by commas; rows outside it are dropped and counted. Default: the labels the "
+            "checkpoint was trained with (its tag_settings.json), else the dataset's own (a "
+            "folder: the eight canonical classes)."
         ),
     )
     device: str | None = field(
@@ -244,8 +246,9 @@ def load_eval_dataset(
     """``(datasets.Dataset, LabelSpace)`` for ``--dataset``/``--data_root``/``--split``.
 
     Reads through :func:`tag_model.datasets.load_fer_dataset`; ``affectnet`` is AffectNet-8.
-    ``label_space`` (a name, or a list of labels) applies to ``folder`` datasets (default: the
-    eight canonical classes); for
+    ``label_space`` (a name, or a list of labels) works for every dataset: rows whose label is
+    outside it are dropped and counted in the report (``not_in_label_space:<label>``) and
+    ``label_id`` follows its order; a folder defaults to the eight canonical classes. For
     a folder, ``split`` ``""`` or ``"all"`` reads the whole folder. Rows whose image is
     missing or corrupt fail the load unless ``skip_missing``, which skips them (the reader's
     :class:`~tag_model.datasets.LoadReport` lists them; ``return_report`` adds it as a third
@@ -266,22 +269,22 @@ def load_eval_dataset(
     key = name.strip().lower()
     if key not in DATASETS:
         raise EvalInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    if label_space is not None and key != "folder":
-        raise EvalInputError(f"--label_space applies to folder datasets only, not {key}")
     rootp = Path(root)
     if not rootp.exists():
         raise EvalDatasetError(f"dataset root not found: {rootp}")
+    subset: LabelSpace | None = None  # --label_space: any named space or an explicit list
+    if isinstance(label_space, str) and "," in label_space:  # "happiness,sadness,..."
+        label_space = [x.strip() for x in label_space.split(",") if x.strip()]
+    if isinstance(label_space, (tuple, list)):  # an explicit label list (a checkpoint's)
+        subset = LabelSpace("checkpoint", tuple(label_space))
+    elif label_space:
+        try:
+            subset = get_label_space(label_space)
+        except (KeyError, ValueError) as exc:
+            raise EvalInputError(f"unknown --label_space {label_space!r}: {exc}") from exc
     kwargs: dict[str, Any] = {}
     if key == "folder":
-        if isinstance(label_space, (tuple, list)):  # an explicit label list (a checkpoint's)
-            expected = LabelSpace("checkpoint", tuple(label_space))
-        elif label_space:
-            try:
-                expected = get_label_space(label_space)
-            except (KeyError, ValueError) as exc:
-                raise EvalInputError(f"unknown --label_space {label_space!r}: {exc}") from exc
-        else:
-            expected = LabelSpace("canonical", CANONICAL_LABELS)
+        expected = subset or LabelSpace("canonical", CANONICAL_LABELS)
         kwargs["label_space"] = expected
         split_arg = None if split in ("", "all", None) else split
     else:
@@ -296,6 +299,9 @@ def load_eval_dataset(
         }[key]
         if key.startswith("affectnet"):
             kwargs["classes"] = len(expected)
+        if subset is not None:  # rows outside it are dropped and counted by the reader
+            expected = subset
+            kwargs["label_space"] = subset
         split_arg = split
     try:
         ds, report = load_fer_dataset(
@@ -468,8 +474,9 @@ def _checkpoint_defaults(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any] | No
     style = found.get("prompt_style")
     if cfg.prompt_style is None and style in PROMPTS:
         changes["prompt_style"] = style
-    if cfg.label_space is None and cfg.dataset == "folder" and found.get("label_space"):
-        changes["label_space"] = found["label_space"]
+    if cfg.label_space is None and (found.get("label_space") or found.get("labels")):
+        # the labels the checkpoint was trained with, on any dataset
+        changes["label_space"] = found.get("label_space") or list(found["labels"])
     return (dataclasses.replace(cfg, **changes) if changes else cfg), found
 
 
@@ -508,14 +515,11 @@ def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -
         else:  # fail fast, before loading a dataset
             check_model_ref(cfg.model_name_or_path, engine=cfg.engine)
     cfg, settings = _checkpoint_defaults(cfg)
-    labels_arg: Any = cfg.label_space
-    if labels_arg is None and cfg.dataset == "folder" and settings and settings.get("labels"):
-        labels_arg = tuple(settings["labels"])  # the checkpoint's own label list, in its order
     ds, space, report = load_eval_dataset(
         cfg.dataset,
         cfg.data_root,
         cfg.split,
-        label_space=labels_arg,
+        label_space=cfg.label_space,
         skip_missing=cfg.skip_missing,
         return_report=True,
     )

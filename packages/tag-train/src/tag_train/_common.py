@@ -161,8 +161,10 @@ def cpu_friendly(training_args: Any) -> Any:
         if getattr(training_args, "bf16", False):
             logger.info("no CUDA device: training in float32 (bf16=False)")
             training_args.bf16 = False
-        if getattr(training_args, "gradient_checkpointing", False):
-            training_args.gradient_checkpointing = False
+        # transformers 5 reads activation_checkpointing (gradient_checkpointing is its old name)
+        for name in ("activation_checkpointing", "gradient_checkpointing"):
+            if getattr(training_args, name, False):
+                setattr(training_args, name, False)
     return training_args
 
 

@@ -32,12 +32,15 @@ from tag_train._args import RLScriptArguments
 from tag_train._callbacks import JsonlMetricsCallback, RewardShareCallback
 from tag_train._common import (
     cpu_friendly,
-    label_names,
     load_model_for_training,
     resumable,
     train_and_save,
 )
-from tag_train._settings_callback import tag_settings_callback
+from tag_train._settings_callback import (
+    checkpoint_defaults,
+    tag_settings_callback,
+    training_labels,
+)
 from tag_train.rewards import RewardTimer, get_tag_rewards
 
 __all__ = ["REWARD_NAMES", "run_rl", "to_rl_dataset"]
@@ -80,7 +83,8 @@ def run_rl(
     cpu_friendly(training_args)
     traces = load_from_disk(script_args.dataset_path)
     dataset = to_rl_dataset(traces)
-    labels = label_names(traces, script_args.label_space)
+    checkpoint_defaults(script_args)  # unset --label_space/--family from the checkpoint's settings
+    labels = training_labels(script_args, traces)
     if model is None:
         model, processor, adapter, report = load_model_for_training(script_args)
         print(f"tag-train rl: trainable parameters: {report}")

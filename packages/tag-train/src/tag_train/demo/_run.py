@@ -80,7 +80,7 @@ def _traces(ds: Any, out: Path, preset: DemoPreset, progress: bool) -> Any:
 def _cpu_args(cls: Any, **kw: Any) -> Any:
     base = dict(
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         report_to="none",
         dataloader_num_workers=0,
         save_only_model=False,

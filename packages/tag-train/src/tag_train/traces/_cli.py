@@ -67,6 +67,7 @@ def load_input(args: TracesArguments) -> Any:
         args.dataset,
         args.data_root,
         args.split,
+        label_space=args.label_space,
         skip_missing=args.skip_missing,
         return_report=True,
     )
