@@ -1,9 +1,12 @@
 """TAG's rewards as a verl ``custom_reward_function`` (checked against verl 0.9.1's source).
 
-verl calls ``compute_score(data_source, solution_str, ground_truth, extra_info)`` once per
-response (its ``naive`` reward manager, and the reward loop of verl >= 0.7), and
-``compute_score(data_sources, solution_strs, ground_truths, extra_infos, **reward_kwargs)``
-once per batch (the legacy ``batch`` reward manager, ``verl.workers.reward_manager.batch``).
+verl 0.9.1's trainer calls ``compute_score(data_source, solution_str, ground_truth,
+extra_info)`` once per response (its reward loop, ``reward.reward_manager.name=naive``, from a
+thread pool), as does the legacy ``verl.workers.reward_manager.naive.NaiveRewardManager``.
+The legacy ``BatchRewardManager`` (``verl.workers.reward_manager.batch``; the trainer's
+``batch`` manager in earlier verl releases, absent from 0.9.1's reward-loop registry) calls
+``compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos,
+**reward_kwargs)`` once per batch.
 Both return ``{"score", "format", "answer", "grounding"}`` per response: ``score`` goes to
 the last response token, the other keys are logged as ``reward_extra_info``.
 
@@ -13,15 +16,15 @@ the last response token, the other keys are logged as ``reward_extra_info``.
 
 Weights (``score = format_weight * format + answer_weight * answer + grounding_weight *
 grounding``, default 1/1/1) and the grounding options (``beta``, ``class_aware``,
-``empty_value``) come from, in order: verl's
-``reward.custom_reward_function.reward_kwargs`` (keyword arguments), the row's
-``extra_info`` (weights only), :func:`configure`.
+``empty_value``) come from, first match wins: the row's ``extra_info`` (weights only),
+verl's ``reward.custom_reward_function.reward_kwargs`` (keyword arguments), :func:`configure`.
 
 verl config::
 
     reward.custom_reward_function.path=$(python -c "import tag_train.integrations.verl as m; print(m.__file__)")
     reward.custom_reward_function.name=compute_score              # per response
-    # or, with the legacy batch manager: name=compute_score_batch, reward_model.reward_manager=batch
+    reward.reward_manager.name=naive
+    # driving verl's legacy BatchRewardManager yourself: compute_score=compute_score_batch
 
 This module imports nothing from verl.
 """
