@@ -45,15 +45,19 @@ class ExportArguments:
     output_dir: str = field(metadata={"help": "folder for the exported files"})
     family: str | None = field(
         default=None,
-        metadata={"help": "backbone family (default: the dataset's tag_settings.json)"},
+        metadata={"help": "backbone family; unset: the one in the dataset's tag_settings.json"},
     )
     min_pixels: int | None = field(
         default=None,
-        metadata={"help": "Qwen2.5-VL processor min_pixels the rollouts use (default: released)"},
+        metadata={
+            "help": "Qwen2.5-VL processor min_pixels of the rollouts; unset: the released one"
+        },
     )
     max_pixels: int | None = field(
         default=None,
-        metadata={"help": "Qwen2.5-VL processor max_pixels the rollouts use (default: released)"},
+        metadata={
+            "help": "Qwen2.5-VL processor max_pixels of the rollouts; unset: the released one"
+        },
     )
     data_source: str = field(default="tag/fer", metadata={"help": "verl's data_source value"})
     val_size: int = field(default=0, metadata={"help": "hold the last N rows out as val.*"})
