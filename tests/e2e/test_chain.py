@@ -240,3 +240,38 @@ def test_settings_of_older_trace_builds(traces_dir: Path, tmp_path: Path) -> Non
     s = run_settings(args, load_from_disk(str(old)), family="qwen2_vl")
     assert s.prompt_style == "compact"  # read off the prompts themselves
     assert s.labels == RAFDB.names and s.label_space == "rafdb"
+
+
+@pytest.fixture(scope="module")
+def eval_faces(chain_root: Path) -> Path:
+    from tag_model.synth import write_rafdb_layout
+
+    root = chain_root / "eval-faces"
+    write_rafdb_layout(root, 10, size=112, seed=99, test_fraction=0.4)
+    return root
+
+
+@pytest.mark.parametrize("which", ["merged", "rl"])
+def test_tag_eval_runs_on_the_chain_with_its_training_settings(
+    lora_chain: dict, eval_faces: Path, chain_root: Path, which: str
+) -> None:
+    """The last step of the chain: ``tag-eval run`` on the merged folder (and on the adapter
+    folder itself) with no prompt or label flags takes the prompt style and labels the model
+    was trained with from its ``tag_settings.json``."""
+    from tag_eval.cli import main as eval_main
+
+    out = chain_root / f"eval-{which}"
+    rc = eval_main(
+        ["run", "--model_name_or_path", str(lora_chain[which]), "--dataset", "rafdb",
+         "--data_root", str(eval_faces), "--split", "test", "--output_dir", str(out),
+         "--max_new_tokens", "16", "--per_device_eval_batch_size", "2", "--device", "cpu",
+         "--no_progress"]
+    )  # fmt: skip
+    assert rc == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["prompt"] == EXPECTED["prompt_style"]  # run.json keeps its own key names
+    assert run["label_space"]["names"] == EXPECTED["labels"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    n = sum(1 for line in (out / "samples.jsonl").read_text().splitlines() if line.strip())
+    assert n == run["n_dataset"] == 4
+    assert 0.0 <= metrics["classification"]["accuracy"] <= 1.0
