@@ -187,3 +187,22 @@ def test_report_renders_in_headless_chromium(crafted_runs, tmp_path):
     assert len(np.unique(im.reshape(-1, 3), axis=0)) > 200
     assert (im.sum(-1) < 150).mean() > 0.003
     assert im.std() > 20
+
+
+def test_report_accepts_a_human_study_folder_with_only_its_export(crafted_runs, tmp_path):
+    """`tag-eval report --compare` on a study that was exported but not answered yet: the report
+    says so (with the item count) instead of refusing the folder."""
+    from tag_eval.human_study import export_human_study
+
+    a, b = crafted_runs
+    ra = [json.loads(x) for x in (a / "samples.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (b / "samples.jsonl").read_text().splitlines()]
+    study = tmp_path / "study"
+    export_human_study(list(zip(ra, rb, strict=True)), study, run_a=a, run_b=b)
+    assert (study / "human_key.json").exists() and not (study / "human_scores.json").exists()
+    page = build_report([a, b], tmp_path / "s.html", compare_dirs=[study]).read_text()
+    assert f"({len(ra)} items): no answers imported yet" in page
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EvalInputError, match="human-study export"):
+        build_report([a], tmp_path / "e.html", compare_dirs=[empty])

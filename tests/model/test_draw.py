@@ -73,3 +73,25 @@ def test_trace_steps_with_several_aus_are_labelled(face) -> None:
 
     out = draw_grounding(face, [Step()], [])
     assert _changed(face, out)[40, 60:160].all()
+
+
+def test_labels_of_overlapping_boxes_do_not_cover_each_other() -> None:
+    """Several AUs on one box, or boxes that overlap: each label tag gets a free spot."""
+    from tag_model.draw import _label_position
+
+    placed: list[tuple[float, float, float, float]] = []
+    boxes = [(40, 40, 120, 90)] * 3 + [(45, 42, 125, 95), (0, 0, 30, 20)]
+    for box in boxes:
+        x, y = _label_position(box, (30, 12), (200, 160), 2, placed)
+        assert 0 <= x <= 200 - 30 and 0 <= y <= 160 - 12
+        for a, b, c, d in placed:
+            assert x >= c or x + 30 <= a or y >= d or y + 12 <= b, (box, (x, y), placed)
+        placed.append((x, y, x + 30, y + 12))
+    # the first tag sits above its box's top-left corner, as before
+    assert placed[0][:2] == (40, 28)
+    img = draw_au_boxes(
+        np.zeros((160, 200, 3), np.uint8),
+        np.array(boxes, np.float32),
+        ["AU12", "AU25", "AU26", "AU6", "AU1"],
+    )
+    assert img.size == (200, 160)

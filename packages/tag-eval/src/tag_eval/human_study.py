@@ -65,6 +65,7 @@ def export_human_study(
     raters: it maps items back to runs.
     """
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     key: dict[str, Any] = {"run_a": str(run_a), "run_b": str(run_b), "items": {}}
     blocks = []

@@ -351,6 +351,18 @@ def _preference_table(name: str, summary: Mapping[str, Any]) -> str:
     )
 
 
+def _count_key_items(path: Path) -> int:
+    """Items of a human-study export (its ``human_key.json``), or 0 when unreadable."""
+    import json
+
+    try:
+        key = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    items = key.get("items", key) if isinstance(key, dict) else key
+    return len(items) if isinstance(items, list | dict) else 0
+
+
 def _preferences(compare_dirs: Sequence[Path]) -> str:
     import json
 
@@ -375,8 +387,19 @@ def _preferences(compare_dirs: Sequence[Path]) -> str:
             found = True
             a, b = Path(str(h.get("run_a"))).name, Path(str(h.get("run_b"))).name
             parts.append(_preference_table(f"Human raters: A = {a} vs B = {b}", h["human"]))
+        if not found and (d / "human_key.json").exists():  # exported, no answers imported yet
+            n_items = _count_key_items(d / "human_key.json")
+            parts.append(
+                f"<p>Human study exported in <code>{html.escape(d.name)}</code> "
+                f"({n_items} items): no answers imported yet (<code>tag-eval compare "
+                "--import_answers</code>).</p>"
+            )
+            found = True
         if not found:
-            raise EvalInputError(f"{d}: no judge results (compare.json) or human_scores.json")
+            raise EvalInputError(
+                f"{d}: no judge results (compare.json), human_scores.json or human-study "
+                "export (human_key.json)"
+            )
     note = "Intervals are 95% Wilson score intervals."
     if any_judge:  # the note on the judge only where a judge ran
         note = "Each LLM-judge pair is judged twice with positions swapped. " + note

@@ -97,6 +97,7 @@ def draw_au_boxes(
     draw = ImageDraw.Draw(img)
     if labels is not None and len(labels) != len(box_list):
         raise ValueError(f"{len(labels)} labels for {len(box_list)} boxes")
+    placed: list[tuple[float, float, float, float]] = []
     for i, (x1, y1, x2, y2) in enumerate(box_list):
         if not all(np.isfinite((x1, y1, x2, y2))) or x2 <= x1 or y2 <= y1:
             continue
@@ -105,11 +106,44 @@ def draw_au_boxes(
         if text:
             left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
             tw, th = right - left + 2, bottom - top + 2
-            ty = y1 - th if y1 - th >= 0 else y1 + lw
-            tx = min(max(0.0, x1), max(0.0, W - tw))
+            tx, ty = _label_position((x1, y1, x2, y2), (tw, th), (W, H), lw, placed)
+            placed.append((tx, ty, tx + tw, ty + th))
             draw.rectangle((tx, ty, tx + tw, ty + th), fill=(0, 0, 0))
             draw.text((tx + 1 - left, ty + 1 - top), text, fill=color, font=font)
     return img
+
+
+def _label_position(
+    box: tuple[float, float, float, float],
+    size: tuple[float, float],
+    image_size: tuple[int, int],
+    line_width: int,
+    placed: Sequence[tuple[float, float, float, float]] = (),
+) -> tuple[float, float]:
+    """Top-left corner of a box's label tag that overlaps none of the ``placed`` tags.
+
+    The tag goes above the box's top-left corner (inside the box when there is no room above);
+    where that spot is taken (overlapping boxes, or several AUs on one box), it moves down one
+    tag height at a time, then to the right, staying inside the image. If every spot is taken
+    the first one is used.
+    """
+    x1, y1, _, _ = box
+    tw, th = size
+    W, H = image_size
+    x0 = min(max(0.0, x1), max(0.0, W - tw))
+    y0 = y1 - th if y1 - th >= 0 else y1 + line_width
+
+    def free(x: float, y: float) -> bool:  # no overlap with any placed tag (a, b, c, d)
+        return all(x >= c or x + tw <= a or y >= d or y + th <= b for a, b, c, d in placed)
+
+    for dx in range(0, max(1, int(W // max(tw, 1)))):
+        x = min(x0 + dx * tw, max(0.0, W - tw))
+        y = y0
+        while y + th <= H:
+            if free(x, y):
+                return x, y
+            y += th
+    return x0, y0
 
 
 def draw_grounding(
