@@ -131,6 +131,7 @@ def build_activated_list(
 
 # ----------------------------------------------------------------------------- padding
 
+
 def _entry(e: Any) -> tuple[int, float, Any]:
     if isinstance(e, dict):
         return e["au"], e["prob"], e["box"]
