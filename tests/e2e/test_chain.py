@@ -55,22 +55,9 @@ def chain_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_dir(chain_root: Path) -> Path:
-    from tag_model.backbones import make_tiny_vlm
+    from tests.train.conftest import build_tiny
 
-    out = chain_root / "base"
-    make_tiny_vlm(
-        "qwen2_vl",
-        save_dir=out,
-        text_hidden=64,
-        text_layers=2,
-        text_heads=2,
-        text_kv_heads=1,
-        text_intermediate=128,
-        vision_depth=1,
-        vision_width=32,
-        vision_heads=2,
-    )
-    return out
+    return build_tiny(chain_root / "base")
 
 
 @pytest.fixture(scope="module")

@@ -30,20 +30,8 @@ import pytest
 import torch
 from tag_model.jsonl import read_jsonl
 
-from .test_sft_rl import build_tiny, build_trace_dataset
-
 ATOL = 1e-6
 RL_ATOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def traces_dir(synth_ds, tmp_path_factory) -> Path:
-    return build_trace_dataset(synth_ds, tmp_path_factory.mktemp("traces"))
 
 
 def _peft_flag(args_cls: type) -> dict:

@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 from tag_model.grounding import TraceStep, render_trace
 
-from .conftest import LABELS
-from .test_sft_rl import build_tiny, build_trace_dataset
+from .conftest import LABELS, build_tiny, build_trace_dataset
 
 needs_interpreter = pytest.mark.skipif(
     torch.cuda.is_available(), reason="the CPU Triton hook is for machines without CUDA"

@@ -17,54 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tag_train.teachers import TemplateTeacher
-from tag_train.traces import TraceBuildConfig, build_traces
-
-from .conftest import LABELS
 
 # no --bf16 / --gradient_checkpointing: the CLI must pick what this machine can do
 CPU = ["--report_to", "none", "--logging_steps", "1"]
-
-
-def build_tiny(out: Path) -> Path:
-    """A tiny Qwen2-VL (random weights, seed 0) and its processor saved in ``out``."""
-    from tag_model.backbones import make_tiny_vlm
-
-    make_tiny_vlm(
-        "qwen2_vl",
-        save_dir=out,
-        text_hidden=64,
-        text_layers=2,
-        text_heads=2,
-        text_kv_heads=1,
-        text_intermediate=128,
-        vision_depth=1,
-        vision_width=32,
-        vision_heads=2,
-    )
-    return out
-
-
-def build_trace_dataset(synth_ds, out: Path) -> Path:
-    """8 compact template traces of SynthFACS faces (RAF-DB layout) saved in ``out``."""
-    build_traces(
-        synth_ds.select(range(8)),
-        TemplateTeacher(style="compact", variety=0.0),
-        out,
-        TraceBuildConfig(family="qwen2_vl", labels=LABELS, min_face_px=32, use_dlib=False),
-        progress=False,
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def traces_dir(synth_ds, tmp_path_factory) -> Path:
-    return build_trace_dataset(synth_ds, tmp_path_factory.mktemp("traces"))
 
 
 def _run(args: list[str], **kw) -> subprocess.Popen:
