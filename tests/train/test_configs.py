@@ -352,7 +352,8 @@ def test_readme_real_run_section_commands_parse():
     readme = (REPO / "README.md").read_text()
     section = readme.split("\n## A real run\n", 1)[1].split("\n## ", 1)[0]
     checked = [tool for c in _doc_commands(section) if (tool := _check_command(c))]
-    assert checked == ["tag-train"] * 3 + ["tag-eval"], checked
+    # one GPU (traces, sft, rl, eval), 8 GPUs with a vLLM server, two nodes
+    assert checked == ["tag-train"] * 3 + ["tag-eval", "trl"] + ["accelerate"] * 3, checked
     assert "(docs/real-run.md)" in section
 
 
