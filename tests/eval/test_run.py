@@ -327,7 +327,7 @@ def test_openface_detector_file_and_folder(rafdb_root, tmp_path):
             generator=OracleGenerator(ds),
         )
     with pytest.raises(EvalInputError, match="unknown detector"):
-        run_eval(_cfg(rafdb_root, tmp_path / "y", detector="pyfeat"), generator=OracleGenerator(ds))
+        run_eval(_cfg(rafdb_root, tmp_path / "y", detector="dlib"), generator=OracleGenerator(ds))
 
 
 class _FixedText:

@@ -1,66 +1,69 @@
-"""The AU detector that ``tag-eval run --detector`` names, one call per sample."""
+"""The AU detector that ``tag-eval run --detector`` names, one call per sample.
+
+The spec is parsed by :func:`tag_model.detectors.load_detector`, the same factory
+``tag-train traces --detector`` uses, so evaluation scores against the detector the training
+traces were built with (see :func:`detector_mismatch`).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tag_eval._records import EvalInputError
 
-__all__ = ["Detector"]
+__all__ = ["Detector", "detector_mismatch"]
 
 
 class Detector:
-    """The AU detector chosen by ``--detector``.
+    """The AU detector chosen by ``--detector`` (``geometric``, ``openface:FILE.csv``,
+    ``openface:DIR``, ``pyfeat`` or ``module:Class``; see :mod:`tag_model.detectors`).
 
-    ``geometric``: :class:`tag_model.detectors.GeometricAUDetector` on the landmarks.
-    ``openface:FILE.csv``: one OpenFace 2.0 CSV whose frame ``k`` (1-based, as
-    ``FeatureExtraction`` numbers an image sequence) is dataset sample ``k - 1``.
-    ``openface:DIR``: one CSV per image, ``DIR/<image stem>.csv`` (``FaceLandmarkImg
-    -out_dir`` output). A sample with no CSV row gets no activated AUs.
+    ``openface:FILE.csv``: frame ``k`` (1-based) is dataset sample ``k - 1``.
+    ``openface:DIR``: one CSV per image, ``DIR/<image stem>.csv``; a sample with no CSV row
+    gets no activated AUs.
     """
 
     def __init__(self, spec: str) -> None:
-        from tag_model import detectors
+        from tag_model.detectors import DetectorSpecError, load_detector
 
         self.spec = spec
         self.kind = spec.split(":", 1)[0]
-        self._detectors = detectors
-        self._per_image: dict[str, Any] = {}
-        if spec == "geometric":
-            self.impl = detectors.GeometricAUDetector()
-        elif self.kind == "openface" and ":" in spec:
-            self.path = Path(spec.split(":", 1)[1])
-            if not self.path.exists():
-                raise EvalInputError(f"OpenFace CSV (or folder of CSVs) not found: {self.path}")
-            self.impl = None if self.path.is_dir() else self._load(self.path)
-        else:
-            raise EvalInputError(
-                f"unknown detector {spec!r}; use 'geometric', 'openface:FILE.csv' or 'openface:DIR'"
-            )
-
-    def _load(self, csv_path: Path) -> Any:
         try:
-            return self._detectors.OpenFaceCSVDetector(csv_path)
-        except (OSError, ValueError) as exc:
-            raise EvalInputError(f"cannot read OpenFace CSV {csv_path}: {exc}") from exc
+            self.loaded = load_detector(spec)
+        except DetectorSpecError as exc:
+            raise EvalInputError(str(exc)) from exc
+        self.name = self.loaded.name
+        self.impl = self.loaded.impl
+
+    def describe(self) -> dict[str, Any]:
+        """``{"name", "spec", "settings"}`` of the detector."""
+        return self.loaded.describe()
 
     def predict(
         self, image: Any, landmarks: np.ndarray | None, index: int, path: str | None
     ) -> dict[int, float]:
         """AU number -> probability for dataset sample ``index`` (``{}``: nothing detected)."""
-        if self.kind == "geometric":
-            if landmarks is None:
-                return {}
-            return self.impl.predict(image=image, landmarks=landmarks)
-        if self.impl is not None:
-            return self.impl.predict(frame=index + 1)
-        stem = Path(path).stem if path else f"{index:06d}"
-        csv_path = self.path / f"{stem}.csv"
-        if not csv_path.exists():
-            return {}
-        if stem not in self._per_image:
-            self._per_image[stem] = self._load(csv_path)
-        return self._per_image[stem].predict()
+        from tag_model.detectors import DetectorSpecError
+
+        try:
+            return self.loaded.predict(image=image, landmarks=landmarks, index=index, path=path)
+        except DetectorSpecError as exc:
+            raise EvalInputError(str(exc)) from exc
+
+
+def detector_mismatch(trained_with: str | None, detector: Detector) -> str | None:
+    """A warning when ``detector`` is not the one a model's training traces used.
+
+    ``trained_with`` is the ``detector`` field of the checkpoint's ``tag_settings.json``
+    (a detector name such as ``geometric`` or ``openface``); ``None`` (unknown) never warns.
+    """
+    if not trained_with or trained_with == detector.name:
+        return None
+    return (
+        f"the model's training traces were built with the {trained_with!r} AU detector, but "
+        f"it is scored here against {detector.spec!r}: grounding metrics compare it with "
+        "another reference (pass --detector with the detector of its traces to compare like "
+        "with like)"
+    )

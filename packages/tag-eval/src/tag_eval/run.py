@@ -34,7 +34,7 @@ import numpy as np
 from tag_model.backbones import build_messages
 from tag_model.jsonl import append_jsonl
 
-from tag_eval._detectors import Detector
+from tag_eval._detectors import Detector, detector_mismatch
 from tag_eval._records import (
     RUN_META_NAME,
     SAMPLES_NAME,
@@ -139,7 +139,8 @@ class RunConfig:
         default="geometric",
         metadata=_help(
             "AU detector: 'geometric' (on landmarks), 'openface:FILE.csv' (frame k is sample "
-            "k-1) or 'openface:DIR' (one CSV per image, named by its stem)."
+            "k-1), 'openface:DIR' (one CSV per image, named by its stem), 'pyfeat' or "
+            "'module:Class' (the same specs as `tag-train traces --detector`)."
         ),
     )
     engine: str = field(
@@ -543,6 +544,9 @@ def run_eval(cfg: RunConfig, *, generator: Any = None, progress: bool = False) -
     out.mkdir(parents=True, exist_ok=True)
     previous = _check_resume(out, cfg, space)
     detector = Detector(cfg.detector)
+    mismatch = detector_mismatch((settings or {}).get("detector"), detector)
+    if mismatch:
+        logger.warning("tag-eval run: %s: %s", cfg.model_name_or_path, mismatch)
 
     samples_path = out / SAMPLES_NAME
     done, _ = read_records(samples_path, repair=True)  # a torn last line is cut off
