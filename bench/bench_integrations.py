@@ -6,107 +6,29 @@ verl's naive reward manager would call a per-response function).
 Both score format + answer + AU grounding from the same ``ground_truth`` JSON strings and
 must agree before anything is timed.
 
+The ``slow`` benchmark at the end runs the same comparison inside the real verl 0.9.1, in its
+own environment (``tests/_verl_env.py``; made once under ``.tag-cache/verl-0.9.1-venv``): verl's
+``BatchRewardManager`` calling TAG's ``compute_score_batch`` against its
+``NaiveRewardManager`` calling the per-sample function, on a ``DataProto`` of the same
+responses tokenized by the tiny Qwen2.5-VL tokenizer. It also reports the share of the batch
+manager's call that TAG's function takes (the rest is verl decoding the token ids).
+
     .venv/bin/python -m pytest bench/bench_integrations.py --benchmark-only
+    .venv/bin/python -m pytest bench/bench_integrations.py --benchmark-only -m slow
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from tag_kernels.au_reward._reference import au_grounding_reward_reference
-from tag_model.au import canonical_label
-from tag_model.backbones import get_adapter
-from tag_model.grounding import TraceStep, parse_trace, render_trace
-from tag_train.integrations import GroundTruth
 from tag_train.integrations._ground_truth import _from_json_cached
 from tag_train.integrations.verl import compute_score_batch
 
-B = 4096
-FAMILY = "qwen2_vl"
-LABELS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
-_AUS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 17, 20, 23, 25, 26)
-
-
-def make_data(n: int = B, seed: int = 0) -> dict:
-    """Realistic responses (~6 boxes, ~600 characters, 10 % truncated, 20 % wrong answers)
-    and their ground-truth JSON strings."""
-    rng = np.random.default_rng(seed)
-    texts, gts = [], []
-    for i in range(n):
-        w, h = int(rng.integers(100, 640)), int(rng.integers(100, 640))
-        act, steps = [], []
-        for au in rng.choice(_AUS, size=6, replace=False):
-            x1, y1 = rng.uniform(0, 0.7 * w), rng.uniform(0, 0.7 * h)
-            box = [x1, y1, x1 + rng.uniform(8, 0.3 * w), y1 + rng.uniform(8, 0.3 * h)]
-            act.append({"au": int(au), "prob": float(rng.uniform(0.5, 1.0)), "box": box})
-            if rng.random() < 0.85:
-                m = np.round((np.array(box) + rng.normal(0, 5, 4)) / [w, h, w, h] * 1000)
-                m = np.clip(m, 0, 1000)
-                if m[0] < m[2] and m[1] < m[3]:
-                    steps.append(TraceStep("the region", "a visible change", (int(au),), tuple(m)))
-        if not steps:
-            steps.append(TraceStep("the face", "calm", (), (10, 10, 990, 990)))
-        label = LABELS[i % len(LABELS)]
-        answer = label if rng.random() < 0.8 else LABELS[(i + 2) % len(LABELS)]
-        text = render_trace(
-            "The face shows clear muscle activity around the eyes and the mouth.",
-            steps,
-            sorted({a for s in steps for a in s.aus}),
-            answer,
-        )
-        if rng.random() < 0.1:
-            text = text[: int(rng.integers(10, len(text) - 30))]
-        texts.append(text)
-        gts.append(GroundTruth(label, act, (w, h), FAMILY, labels=LABELS).to_json())
-    return {"texts": texts, "gts": gts}
-
-
-# ------------------------------------------------------------------ per-sample baseline
-
-_ADAPTER = get_adapter(FAMILY)
-
-
-def compute_score_one(solution_str: str, ground_truth: str) -> dict[str, float]:
-    """One response the per-sample way: parse_trace, convert, torch reference with B=1."""
-    gt = json.loads(ground_truth)
-    tr = parse_trace(solution_str, labels=gt["labels"])
-    fmt = float(tr.format_ok)
-    ans = float(
-        tr.format_ok and tr.answer is not None and tr.answer == canonical_label(gt["label"])
-    )
-    grd = 0.0
-    if tr.format_ok:
-        pairs = tr.pairs()[:64]
-        k = max(1, len(pairs))
-        pred_au = torch.full((1, k), -1, dtype=torch.int32)
-        pred_boxes = torch.zeros((1, k, 4), dtype=torch.float32)
-        if pairs:
-            pred_au[0, : len(pairs)] = torch.tensor([a for a, _ in pairs], dtype=torch.int32)
-            px = _ADAPTER.to_pixels(
-                np.array([b for _, b in pairs], dtype=np.float32), gt["image_size"]
-            )
-            pred_boxes[0, : len(pairs)] = torch.from_numpy(
-                np.nan_to_num(np.asarray(px, np.float32))
-            )
-        act = gt["activated"]
-        m = max(1, len(act))
-        ref_au = torch.full((1, m), -1, dtype=torch.int32)
-        ref_prob = torch.zeros((1, m), dtype=torch.float32)
-        ref_boxes = torch.zeros((1, m, 4), dtype=torch.float32)
-        for j, e in enumerate(act):
-            ref_au[0, j], ref_prob[0, j] = e["au"], e["prob"]
-            ref_boxes[0, j] = torch.tensor(e["box"])
-        reward = au_grounding_reward_reference(pred_boxes, pred_au, ref_boxes, ref_au, ref_prob)[0]
-        grd = float(torch.nan_to_num(reward, nan=0.0)[0])
-    return {"score": fmt + ans + grd, "format": fmt, "answer": ans, "grounding": grd}
-
-
-def per_sample(texts: list[str], gts: list[str]) -> list[dict[str, float]]:
-    return [compute_score_one(t, g) for t, g in zip(texts, gts, strict=True)]
-
+from bench._integrations_data import B, make_data, per_sample
 
 # --------------------------------------------------------------------------- benchmarks
 
@@ -156,3 +78,134 @@ def test_compute_score_batch_cached_ground_truths(benchmark, data: dict) -> None
     np.testing.assert_allclose(
         [o["score"] for o in out], [o["score"] for o in data["want"]], atol=2e-3
     )
+
+
+# ------------------------------------------------------------- inside the real verl (slow)
+
+IN_VERL = r"""
+import json, statistics, sys, time
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoTokenizer
+from verl import DataProto
+from verl.trainer.ppo.reward import get_custom_reward_fn
+from verl.workers.reward_manager.batch import BatchRewardManager
+from verl.workers.reward_manager.naive import NaiveRewardManager
+
+import tag_train.integrations.verl as tag_verl
+from tag_train.integrations._ground_truth import _from_json_cached
+
+sys.path.insert(0, sys.argv[2])
+from bench._integrations_data import compute_score_one, make_data
+
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+d = make_data()
+texts, gts = d["texts"], d["gts"]
+resp = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+prompt = tok("<|im_start|>user\nWhich emotion?<|im_end|>\n<|im_start|>assistant\n",
+             add_special_tokens=False)["input_ids"]
+B, P, R = len(texts), len(prompt), max(map(len, resp))
+pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+responses = torch.full((B, R), pad, dtype=torch.long)
+mask = torch.zeros((B, P + R), dtype=torch.long)
+mask[:, :P] = 1
+for i, r in enumerate(resp):
+    responses[i, :len(r)] = torch.tensor(r)
+    mask[i, P:P + len(r)] = 1
+prompts = torch.tensor([prompt] * B)
+data = DataProto.from_dict(
+    tensors={"prompts": prompts, "responses": responses, "attention_mask": mask,
+             "input_ids": torch.cat([prompts, responses], 1)},
+    non_tensors={
+        "data_source": np.array(["tag/fer"] * B, dtype=object),
+        "reward_model": np.array([{"style": "rule", "ground_truth": g} for g in gts], dtype=object),
+        "extra_info": np.array([{"index": i} for i in range(B)], dtype=object),
+    },
+)
+
+def cfg(name):
+    return OmegaConf.create({"reward": {"custom_reward_function": {
+        "path": tag_verl.__file__, "name": name, "reward_kwargs": {}}}})
+
+batch_fn = get_custom_reward_fn(cfg("compute_score_batch"))
+inside = []
+
+def timed_batch(**kw):
+    t = time.perf_counter()
+    out = batch_fn(**kw)
+    inside.append(time.perf_counter() - t)
+    return out
+
+def one(data_source, solution_str, ground_truth, extra_info=None):
+    return compute_score_one(solution_str, ground_truth)
+
+def last(t):
+    return [float(t[i, len(r) - 1]) for i, r in enumerate(resp)]
+
+batch_mgr = BatchRewardManager(tok, 0, compute_score=timed_batch)
+naive_mgr = NaiveRewardManager(tok, 0, compute_score=one)
+batch_times, naive_times = [], []
+for _ in range(3):
+    _from_json_cached.cache_clear()  # each call parses its 4,096 JSON strings, as the baseline
+    t = time.perf_counter()
+    got = batch_mgr(data, return_dict=True)["reward_tensor"]
+    batch_times.append(time.perf_counter() - t)
+for _ in range(2):
+    t = time.perf_counter()
+    want = naive_mgr(data, return_dict=True)["reward_tensor"]
+    naive_times.append(time.perf_counter() - t)
+print("RESULT " + json.dumps({
+    "batch_s": statistics.median(batch_times), "naive_s": statistics.median(naive_times),
+    "tag_share": statistics.median(x / y for x, y in zip(inside, batch_times)),
+    "max_abs_diff": float(np.max(np.abs(np.array(last(got)) - np.array(last(want))))),
+    "mean_score": float(np.mean(last(got))), "B": B,
+    "mean_chars": float(np.mean([len(t) for t in texts])),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_inside_verls_reward_managers(benchmark, tmp_path: Path) -> None:
+    """verl's BatchRewardManager + TAG vs its NaiveRewardManager + the per-sample function.
+
+    The timed round is the whole driver process (imports, data, tokenizing, 3 batch-manager
+    calls and 2 naive ones); the numbers that matter are the managers' own medians, measured
+    inside verl and stored in ``extra_info`` (shown with ``--benchmark-columns`` or the JSON).
+    """
+    from tag_model.backbones import make_tiny_vlm
+
+    from tests import _verl_env
+
+    try:
+        python = _verl_env.verl_python(_verl_env.REPO / ".tag-cache" / "verl-0.9.1-venv")
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.skip(f"no verl environment: {exc}")
+    _, processor = make_tiny_vlm("qwen2_5_vl")
+    processor.tokenizer.save_pretrained(tmp_path / "tok")
+    out: dict = {}
+
+    def run() -> None:
+        r = subprocess.run(
+            [str(python), "-c", IN_VERL, str(tmp_path / "tok"), str(_verl_env.REPO)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            env=_verl_env.verl_env(),
+        )
+        lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+        assert r.returncode == 0 and lines, r.stderr[-4000:]
+        out.update(json.loads(lines[-1][len("RESULT ") :]))
+
+    benchmark.group = f"inside verl 0.9.1's reward managers (token ids -> reward tensor), B={B}"
+    benchmark.extra_info["backend"] = "driver"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    assert out["max_abs_diff"] < 2e-3 and out["mean_score"] > 1.0
+    speedup = out["naive_s"] / out["batch_s"]
+    benchmark.extra_info.update(out, speedup=speedup)
+    print(
+        f"\ninside verl: NaiveRewardManager + per-sample {out['naive_s']:.3f} s, "
+        f"BatchRewardManager + TAG {out['batch_s']:.3f} s: {speedup:.1f}x; "
+        f"TAG's function is {100 * out['tag_share']:.1f} % of the batch manager's call"
+    )
+    assert speedup >= 10, f"goal: >= 10x inside verl's managers, measured {speedup:.1f}x"

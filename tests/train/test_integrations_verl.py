@@ -35,26 +35,18 @@ Run: ``uv run pytest -q -m slow tests/train/test_integrations_verl.py``.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import subprocess
-import sys
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests import _verl_env
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-SRC = [
-    REPO / "kernels" / "src",
-    REPO / "packages" / "tag-model" / "src",
-    REPO / "packages" / "tag-train" / "src",
-]
+REPO = _verl_env.REPO
 LABELS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
 DRIVER = r"""
@@ -156,39 +148,14 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _pins() -> list[str]:
-    """torch & co. at the workspace's versions: uv's cache has them (no large download)."""
-    pins = []
-    for name in ("torch", "torchvision", "numba", "einops", "triton", "pillow"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            pins.append(f"{name}=={metadata.version(name)}")
-    return pins
-
-
 @pytest.fixture(scope="module")
 def verl_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
-    if not Path(uv).exists():
-        pytest.skip("uv is not installed")
-    venv = tmp_path_factory.mktemp("verl") / "venv"
-    py = f"{sys.version_info.major}.{sys.version_info.minor}"
-    subprocess.run([uv, "venv", "-q", str(venv), "--python", py], check=True, timeout=300)
-    python = venv / "bin" / "python"
-    cmd = [
-        uv,
-        "pip",
-        "install",
-        "-q",
-        "--python",
-        str(python),
-        "verl==0.9.1",
-        "qwen-vl-utils",
-        *_pins(),
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    if r.returncode != 0:
-        pytest.fail(f"installing verl 0.9.1 failed:\n{r.stderr[-4000:]}")
-    return python
+    try:
+        return _verl_env.verl_python(tmp_path_factory.mktemp("verl") / "venv")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -261,8 +228,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_tag_rewards_in_verl(verl_python: Path, job: dict):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, SRC))}
-    env.pop("VIRTUAL_ENV", None)
+    env = _verl_env.verl_env()
     r = subprocess.run(
         [str(verl_python), "-c", DRIVER, str(job["path"])],
         capture_output=True,
