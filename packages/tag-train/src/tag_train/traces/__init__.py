@@ -2,20 +2,26 @@
 -> teacher -> rejection sampling, saved as a Hugging Face dataset (resumable, idempotent)."""
 
 from tag_train.traces._builder import (
+    FINAL_STATUSES,
     BuildSummary,
+    TeacherOutageError,
     TraceBuildConfig,
     build_traces,
     load_records,
+    parse_shard,
     student_prompt,
 )
 from tag_train.traces._prompt import coordinate_note, teacher_system_prompt, teacher_user_prompt
 
 __all__ = [
+    "FINAL_STATUSES",
     "BuildSummary",
+    "TeacherOutageError",
     "TraceBuildConfig",
     "build_traces",
     "coordinate_note",
     "load_records",
+    "parse_shard",
     "student_prompt",
     "teacher_system_prompt",
     "teacher_user_prompt",

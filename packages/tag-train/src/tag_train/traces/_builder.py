@@ -1,25 +1,43 @@
-"""TAG-310K-style trace builder with rejection sampling, resumable and idempotent.
+"""TAG-310K-style trace builder with rejection sampling: streaming, resumable, idempotent.
 
 Data flow for each row of a FER dataset (``image, label, label_id, landmarks, source, path``):
 
 quality filter -> landmarks (row, else dlib) -> AU detector -> activated list -> teacher ->
 rejection sampling (format must parse, answer must equal the label).
 
-Every finished sample (kept *or* dropped) is appended as one JSON line to
-``<output_dir>/_build/records.jsonl``, keyed by its sample id, and flushed + fsynced after
-each chunk. A killed build resumes from those records: finished ids are skipped, a torn
-last line is discarded, and the final dataset is assembled from the records alone, so
-nothing is duplicated and nothing is lost.
+**Streaming.** A pool of ``prep_workers`` threads prepares faces (decode, quality filter,
+landmarks, detector, activated list) ahead of the teacher, and ``concurrency`` requests stay
+in flight at all times (a teacher with ``batch_size > 1``, the local HF one, gets whole
+batches instead, one at a time). There is no chunk barrier: a retry goes out as soon as its
+reply is judged, a new face as soon as a slot frees. ``max_requests_per_minute`` caps the
+request rate.
+
+**Nothing lost.** Every face that finishes (kept, dropped or rejected) is appended as one
+JSON line to ``<output_dir>/_build/records.jsonl`` the moment it finishes, flushed and
+fsynced. A teacher request that fails after its HTTP retries (connection error, timeout,
+5xx, 429) is a ``teacher_error``, never a format failure, and never final: the face is
+recorded as ``teacher_error`` and the next run of the same command asks again (from its first
+attempt). After ``max_consecutive_teacher_errors`` failed requests in a row the build stops
+with :class:`TeacherOutageError`. A killed build resumes from the records: finished ids are
+skipped, a torn last line is discarded, and the final dataset is assembled from the records
+alone, in dataset order, so nothing is duplicated or lost and, with a deterministic teacher,
+the output equals an uninterrupted build's.
+
+**Shards.** ``shard="I/N"`` builds rows ``i`` with ``i % N == I`` (ids keep the dataset row
+index); :func:`~tag_train.traces.combine_shards` joins the shard outputs.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
 import os
+import queue
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +48,39 @@ from tqdm.auto import tqdm
 from tag_train.teachers._base import ActivatedEntry, Teacher, TeacherReply, TeacherRequest
 from tag_train.traces._prompt import teacher_system_prompt, teacher_user_prompt
 
-__all__ = ["BuildSummary", "TraceBuildConfig", "build_traces", "load_records", "student_prompt"]
+__all__ = [
+    "FINAL_STATUSES",
+    "BuildSummary",
+    "TeacherOutageError",
+    "TraceBuildConfig",
+    "build_traces",
+    "load_records",
+    "parse_shard",
+    "student_prompt",
+]
 
 logger = logging.getLogger(__name__)
 
 _BUILD = "_build"
 _RECORDS = "records.jsonl"
 _MANIFEST = "manifest.json"
+
+FINAL_STATUSES = frozenset(
+    {"kept", "dropped_quality", "dropped_no_landmarks", "rejected_format", "rejected_label"}
+)
+"""Record statuses a resumed build skips; ``teacher_error`` is not one of them."""
+
+#: settings that change how fast a build runs, not what it builds (not compared on resume)
+_RUNTIME_FIELDS = frozenset(
+    {
+        "label_space",
+        "chunk_size",
+        "concurrency",
+        "prep_workers",
+        "max_requests_per_minute",
+        "max_consecutive_teacher_errors",
+    }
+)
 
 
 @dataclass
@@ -50,7 +94,15 @@ class TraceBuildConfig:
         top_k, threshold: activated-list settings.
         max_format_retries: extra teacher calls after a trace that does not parse.
         max_label_retries: extra teacher calls after a wrong answer (with label elimination).
-        chunk_size: samples prepared and sent to the teacher together (then checkpointed).
+        chunk_size: requests per ``generate`` call for a teacher that batches
+            (``teacher.batch_size > 1``, the HF one); streaming teachers get one request per
+            call.
+        concurrency: teacher calls in flight at once (streaming teachers).
+        prep_workers: threads preparing faces ahead of the teacher.
+        max_requests_per_minute: cap on teacher requests started per minute (None: no cap).
+        max_consecutive_teacher_errors: stop the build (:class:`TeacherOutageError`) after
+            this many failed teacher requests in a row.
+        shard: ``"I/N"``: build only rows ``i`` with ``i % N == I``; None: every row.
         min_sharpness, min_face_px, require_face: quality-filter settings.
         use_dlib: run dlib when a row has no landmarks.
         limit: build at most this many input rows (the first ones).
@@ -59,6 +111,9 @@ class TraceBuildConfig:
         label_space: the name of the label space ``labels`` came from (``"rafdb"``, ...), or
             None; recorded in ``tag_settings.json`` only (``labels`` is what the manifest
             compares on a resume).
+
+    ``chunk_size``, ``concurrency``, ``prep_workers``, ``max_requests_per_minute`` and
+    ``max_consecutive_teacher_errors`` only change speed and may differ between runs.
     """
 
     family: str = "qwen2_5_vl"
@@ -68,6 +123,11 @@ class TraceBuildConfig:
     max_format_retries: int = 2
     max_label_retries: int = 2
     chunk_size: int = 16
+    concurrency: int = 8
+    prep_workers: int = 2
+    max_requests_per_minute: float | None = None
+    max_consecutive_teacher_errors: int = 20
+    shard: str | None = None
     min_sharpness: float = 10.0
     min_face_px: int = 48
     require_face: bool = True
@@ -79,7 +139,13 @@ class TraceBuildConfig:
 
 @dataclass
 class BuildSummary:
-    """Closing counts over the whole build (all runs of it, resumes included)."""
+    """Closing counts over the whole build (all runs of it, resumes included).
+
+    ``kept``, ``dropped_*``, ``rejected_*`` count finished faces; ``teacher_error`` counts
+    faces whose last teacher request failed (the next run retries them) and ``not_built``
+    faces with no record yet (a run stopped by an outage). ``teacher_errors`` and
+    ``requests`` count failed and sent teacher requests of this run only.
+    """
 
     total: int = 0
     kept: int = 0
@@ -87,24 +153,68 @@ class BuildSummary:
     dropped_no_landmarks: int = 0
     rejected_format: int = 0
     rejected_label: int = 0
+    teacher_error: int = 0
+    not_built: int = 0
     format_failures: int = 0
     label_failures: int = 0
     retries: int = 0
     teacher_errors: int = 0
+    requests: int = 0
     quality_reasons: dict[str, int] = field(default_factory=dict)
+    shard: str | None = None
     output_dir: str = ""
     seconds: float = 0.0
 
+    @property
+    def complete(self) -> bool:
+        """Every face of the build (shard) has a final record."""
+        return self.teacher_error == 0 and self.not_built == 0
+
     def as_text(self) -> str:
         q = ", ".join(f"{k}: {v}" for k, v in sorted(self.quality_reasons.items())) or "none"
-        return (
-            f"trace build: {self.kept}/{self.total} kept | dropped by quality {self.dropped_quality}"
-            f" ({q}) | no landmarks {self.dropped_no_landmarks}"
+        shard = f" (shard {self.shard})" if self.shard else ""
+        text = (
+            f"trace build{shard}: {self.kept}/{self.total} kept | dropped by quality "
+            f"{self.dropped_quality} ({q}) | no landmarks {self.dropped_no_landmarks}"
             f" | rejected after retries: format {self.rejected_format}, label {self.rejected_label}"
+            f" | teacher_error {self.teacher_error}, not built {self.not_built}"
             f" | format failures {self.format_failures}, label failures {self.label_failures},"
-            f" retries {self.retries}, teacher errors {self.teacher_errors}"
+            f" retries {self.retries}, failed requests {self.teacher_errors}/{self.requests}"
             f" | {self.seconds:.1f}s -> {self.output_dir}"
         )
+        return text
+
+
+class TeacherOutageError(RuntimeError):
+    """The teacher failed ``max_consecutive_teacher_errors`` requests in a row: the build
+    stopped. Everything finished so far is recorded; rerun the same command to resume.
+
+    Attributes:
+        summary: the :class:`BuildSummary` at the stop (also in ``_build/summary.json``).
+    """
+
+    def __init__(self, message: str, summary: BuildSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; ``None`` -> ``(0, 1)``.
+
+    Raises:
+        ValueError: not of the form ``I/N`` (the value named).
+    """
+    if shard is None or shard == "":
+        return 0, 1
+    text = str(shard).strip()
+    parts = text.split("/")
+    try:
+        i, n = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--shard {shard!r}: expected I/N, e.g. 0/4 (shard I of N)") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {shard!r}: need 0 <= I < N, got I={i}, N={n}")
+    return i, n
 
 
 # ----------------------------------------------------------------------------- records I/O
@@ -113,8 +223,8 @@ class BuildSummary:
 def load_records(output_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Read the finished-sample records of a build, truncating a torn last line off the file.
 
-    Returns ``{sample_id: record}``; a later record for the same id wins (never happens in a
-    normal build, but makes the reader idempotent).
+    Returns ``{sample_id: record}``; a later record for the same id wins (a face recorded as
+    ``teacher_error`` and finished by a later run has both lines; the final one counts).
 
     Raises:
         tag_model.jsonl.JsonlError: a complete line is not a JSON object (file and line named).
@@ -169,10 +279,100 @@ class _Pending:
     attempts: int = 0
     format_failures: int = 0
     label_failures: int = 0
-    teacher_errors: int = 0
     last_meta: dict[str, Any] = field(default_factory=dict)
     last_user: str = ""
     last_text: str = ""
+
+
+class _Workers:
+    """``n`` daemon threads running ``fn(arg)`` for submitted tasks; each outcome goes to
+    ``results`` as ``(tag, arg, result, exception)``.
+
+    Daemon threads: a build stopped by an outage returns at once, without waiting for the
+    requests still hanging on a dead server (their results are never read).
+    """
+
+    def __init__(self, n: int, results: queue.SimpleQueue, name: str) -> None:
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._results = results
+        self._stop = threading.Event()
+        self._n = n
+        for k in range(n):
+            threading.Thread(target=self._loop, name=f"{name}-{k}", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._tasks.get()
+            if item is None:
+                return
+            if self._stop.is_set():
+                continue
+            tag, fn, arg = item
+            try:
+                out = (tag, arg, fn(arg), None)
+            except BaseException as exc:  # handed to the coordinating thread
+                out = (tag, arg, None, exc)
+            if not self._stop.is_set():
+                self._results.put(out)
+
+    def submit(self, tag: str, fn: Callable[[Any], Any], arg: Any) -> None:
+        self._tasks.put((tag, fn, arg))
+
+    def close(self) -> None:
+        self._stop.set()
+        for _ in range(self._n):
+            self._tasks.put(None)
+
+
+class _RateLimiter:
+    """Spaces request starts ``60 / per_minute`` seconds apart (shared by all threads)."""
+
+    def __init__(self, per_minute: float | None) -> None:
+        if per_minute is not None and per_minute <= 0:
+            raise ValueError(f"max_requests_per_minute must be > 0, got {per_minute}")
+        self.interval = 60.0 / per_minute if per_minute else 0.0
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def wait(self, n: int = 1) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval * n
+        if start > now:
+            time.sleep(start - now)
+
+
+class _RecordFile:
+    """``records.jsonl`` opened once for appending; each record flushed and fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _as_detector(detector: Any) -> Any:
+    """A :class:`tag_model.detectors.LoadedDetector` for a spec, a loaded one or a raw
+    ``AUDetector`` object."""
+    from tag_model.detectors import LoadedDetector, load_detector
+
+    if detector is None:
+        return load_detector("geometric")
+    if isinstance(detector, (str, LoadedDetector)):
+        return load_detector(detector)
+    name = _detector_name(detector) or "custom"
+    return LoadedDetector(
+        name, name, {}, detector, thread_safe=bool(getattr(detector, "thread_safe", False))
+    )
 
 
 # ----------------------------------------------------------------------------- builder
@@ -193,27 +393,38 @@ def build_traces(
 
     Args:
         dataset: a ``datasets.Dataset`` from any ``tag_model.datasets`` reader.
-        teacher: any :class:`~tag_train.teachers.Teacher`.
+        teacher: any :class:`~tag_train.teachers.Teacher`. One with ``batch_size > 1``
+            gets batches of ``config.chunk_size`` requests, one batch at a time; any other
+            gets one request per ``generate`` call, ``config.concurrency`` calls at once.
         output_dir: where the dataset is saved (``datasets.load_from_disk(output_dir)``);
             ``output_dir/_build`` holds the records, the manifest and ``summary.json``.
         config: build settings.
-        detector: an ``AUDetector`` (default ``GeometricAUDetector()``).
+        detector: a ``--detector`` spec (``"geometric"``, ``"openface:DIR_OR_CSV"``,
+            ``"pyfeat"``, ``"module:Class"``; see :func:`tag_model.detectors.load_detector`),
+            a loaded one, or any ``AUDetector`` object. Default ``"geometric"``. Its name and
+            settings go in the manifest and in each row's ``teacher_meta``.
         quality: a ``QualityFilter`` (default built from ``config``).
         overwrite: start from scratch even if a build with other settings exists.
 
     Returns:
-        The :class:`BuildSummary` over all records (resumed runs included).
+        The :class:`BuildSummary` over all records (resumed runs included). Faces left in
+        ``teacher_error`` are counted there (``summary.complete`` is False); rerun to
+        finish them.
+
+    Raises:
+        TeacherOutageError: ``config.max_consecutive_teacher_errors`` teacher requests failed
+            in a row; the records and ``summary.json`` are written, the dataset is not
+            assembled.
 
     Output columns: ``id, image, label, label_id, source, path, activated`` (list of
     ``{au, prob, box}``, box in image pixels), ``prompt`` (the student's chat messages),
     ``teacher_prompt``, ``trace``, ``teacher`` (name) and ``teacher_meta`` (JSON text: model,
-    attempts, failures, eliminated labels, latency, ...).
+    attempts, failures, eliminated labels, latency, detector, ...).
     """
     from tag_model.activation import build_activated_list
     from tag_model.au import AU_CATALOGUE
     from tag_model.backbones import PROMPT_STYLES, get_adapter
     from tag_model.grounding import parse_trace
-    from tag_model.jsonl import append_jsonl
 
     cfg = config or TraceBuildConfig()
     t0 = time.perf_counter()
@@ -224,14 +435,21 @@ def build_traces(
             f"TraceBuildConfig.prompt_style: unknown style {cfg.prompt_style!r}; "
             f"use one of {', '.join(PROMPT_STYLES)}"
         )
+    for name in ("concurrency", "prep_workers", "chunk_size", "max_consecutive_teacher_errors"):
+        if int(getattr(cfg, name)) < 1:
+            raise ValueError(f"TraceBuildConfig.{name} must be >= 1, got {getattr(cfg, name)}")
+    shard_i, shard_n = parse_shard(cfg.shard)
+    limiter = _RateLimiter(cfg.max_requests_per_minute)
+    det = _as_detector(detector)
     labels = tuple(cfg.labels) if cfg.labels else tuple(sorted(set(dataset["label"])))
     n_rows = len(dataset) if cfg.limit is None else min(cfg.limit, len(dataset))
     manifest = {
         "dataset_fingerprint": _fingerprint(dataset),
         "rows": n_rows,
         "teacher": teacher.name,
+        "detector": det.describe(),
         "config": {
-            **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "label_space"},
+            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUNTIME_FIELDS},
             "labels": list(labels),
         },
     }
@@ -240,9 +458,15 @@ def build_traces(
     if man_path.exists() and not overwrite:
         old = json.loads(man_path.read_text())
         if old != json.loads(json.dumps(manifest)):
+            changed = sorted(
+                k
+                for k in set(old) | set(manifest)
+                if old.get(k) != json.loads(json.dumps(manifest)).get(k)
+            )
             raise ValueError(
-                f"{man_path}: an unfinished build with other settings is here "
-                f"(was {old}, now {manifest}); pass overwrite=True (--overwrite) to start over"
+                f"{man_path}: an unfinished build with other settings is here (differs in "
+                f"{', '.join(changed)}: was {old}, now {manifest}); pass overwrite=True "
+                "(--overwrite) to start over"
             )
     elif overwrite:
         for p in (build / _RECORDS, man_path):
@@ -251,10 +475,6 @@ def build_traces(
 
     records = load_records(out)
     adapter = get_adapter(cfg.family)
-    if detector is None:
-        from tag_model.detectors import GeometricAUDetector
-
-        detector = GeometricAUDetector()
     if quality is None:
         from tag_model.quality import QualityFilter
 
@@ -265,126 +485,221 @@ def build_traces(
         )
     system = teacher_system_prompt(cfg.family)
     au_names = {k: v.name for k, v in AU_CATALOGUE.items()}
+    det_meta = det.describe()
 
-    rec_path = build / _RECORDS
     # ids only need path/source: select those columns to avoid decoding images
     meta_cols = [c for c in ("source", "path") if c in dataset.column_names]
     light = dataset.select_columns(meta_cols) if meta_cols else None
-    ids = [_sample_id(light[i] if light is not None else {}, i) for i in range(n_rows)]
-    todo = [i for i in range(n_rows) if ids[i] not in records]
+    indices = [i for i in range(n_rows) if i % shard_n == shard_i]
+    rows_meta = light.select(indices) if light is not None else None
+    ids = {
+        i: _sample_id(rows_meta[k] if rows_meta is not None else {}, i)
+        for k, i in enumerate(indices)
+    }
+    todo = [i for i in indices if records.get(ids[i], {}).get("status") not in FINAL_STATUSES]
 
-    bar = tqdm(total=n_rows, initial=n_rows - len(todo), desc="traces", disable=not progress)
-    for start in range(0, len(todo), cfg.chunk_size):
-        chunk = todo[start : start + cfg.chunk_size]
-        done: list[dict[str, Any]] = []
-        pending: list[_Pending] = []
-        for i in chunk:
-            row = dataset[i]
-            sid = ids[i]
-            image = row["image"].convert("RGB")
-            w, h = image.size
-            lm = row.get("landmarks")
-            lm = None if lm is None else np.asarray(lm, dtype=np.float32).reshape(-1, 2)
-            if lm is None and cfg.use_dlib:
-                from tag_model.faces import dlib_landmarks
+    det_lock = threading.Lock()
+    dlib_lock = threading.Lock()
 
+    def prepare(i: int) -> dict[str, Any] | _Pending:
+        row = dataset[i]
+        sid = ids[i]
+        image = row["image"].convert("RGB")
+        w, h = image.size
+        lm = row.get("landmarks")
+        lm = None if lm is None else np.asarray(lm, dtype=np.float32).reshape(-1, 2)
+        if lm is None and cfg.use_dlib:
+            from tag_model.faces import dlib_landmarks
+
+            with dlib_lock:
                 lm = dlib_landmarks(image)
-            verdict = quality.check(image, lm, key=sid)
-            if not verdict.ok:
-                done.append(
-                    {"id": sid, "index": i, "status": "dropped_quality", "reason": verdict.reason}
-                )
-                continue
-            if lm is None:
-                done.append(
-                    {
-                        "id": sid,
-                        "index": i,
-                        "status": "dropped_no_landmarks",
-                        "reason": "no landmarks",
-                    }
-                )
-                continue
-            probs = detector.predict(image=image, landmarks=lm)
-            act = build_activated_list(lm, (w, h), probs, top_k=cfg.top_k, threshold=cfg.threshold)
-            fb = np.array(
-                [[lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()]], dtype=np.float32
-            )
-            fb = np.clip(fb, 0, [w, h, w, h]).astype(np.float32)
-            face_box = tuple(
-                float(v) for v in np.asarray(adapter.from_pixels(fb, (w, h))).reshape(4)
-            )
-            pending.append(
-                _Pending(
-                    index=i,
-                    sid=sid,
-                    image=image,
-                    label=row["label"],
-                    entries=_to_entries(act, adapter, (w, h)),
-                    face_box=face_box,
-                )
-            )
+        verdict = quality.check(image, lm, key=sid)
+        if not verdict.ok:
+            return {"id": sid, "index": i, "status": "dropped_quality", "reason": verdict.reason}
+        if lm is None:
+            return {
+                "id": sid,
+                "index": i,
+                "status": "dropped_no_landmarks",
+                "reason": "no landmarks",
+            }
+        if det.thread_safe:
+            probs = det.predict(image=image, landmarks=lm, index=i, path=row.get("path"))
+        else:
+            with det_lock:
+                probs = det.predict(image=image, landmarks=lm, index=i, path=row.get("path"))
+        act = build_activated_list(lm, (w, h), probs, top_k=cfg.top_k, threshold=cfg.threshold)
+        fb = np.array(
+            [[lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()]], dtype=np.float32
+        )
+        fb = np.clip(fb, 0, [w, h, w, h]).astype(np.float32)
+        face_box = tuple(float(v) for v in np.asarray(adapter.from_pixels(fb, (w, h))).reshape(4))
+        return _Pending(
+            index=i,
+            sid=sid,
+            image=image,
+            label=row["label"],
+            entries=_to_entries(act, adapter, (w, h)),
+            face_box=face_box,
+        )
 
-        max_attempts = 1 + cfg.max_format_retries + cfg.max_label_retries
-        while pending:
-            reqs = []
-            for p in pending:
-                p.last_user = teacher_user_prompt(
-                    labels, p.entries, eliminated=p.eliminated, au_names=au_names
+    def ask(group: list[_Pending]) -> list[TeacherReply]:
+        reqs = []
+        for p in group:
+            p.last_user = teacher_user_prompt(
+                labels, p.entries, eliminated=p.eliminated, au_names=au_names
+            )
+            reqs.append(
+                TeacherRequest(
+                    sample_id=p.sid,
+                    image=p.image,
+                    labels=labels,
+                    activated=p.entries,
+                    system=system,
+                    user=p.last_user,
+                    eliminated=tuple(p.eliminated),
+                    attempt=p.attempts,
+                    label=p.label if teacher.uses_gold_label else None,
+                    face_box=p.face_box,
                 )
-                reqs.append(
-                    TeacherRequest(
-                        sample_id=p.sid,
-                        image=p.image,
-                        labels=labels,
-                        activated=p.entries,
-                        system=system,
-                        user=p.last_user,
-                        eliminated=tuple(p.eliminated),
-                        attempt=p.attempts,
-                        label=p.label if teacher.uses_gold_label else None,
-                        face_box=p.face_box,
-                    )
-                )
-            replies: list[TeacherReply] = teacher.generate(reqs)
-            still: list[_Pending] = []
-            for p, rep in zip(pending, replies, strict=True):
-                p.attempts += 1
-                p.last_meta = dict(rep.meta)
-                p.last_text = rep.text
-                if rep.meta.get("error"):
-                    p.teacher_errors += 1
-                parsed = parse_trace(rep.text, labels=labels)
-                status = None
-                if not parsed.format_ok:
-                    p.format_failures += 1
-                    if p.format_failures > cfg.max_format_retries or p.attempts >= max_attempts:
-                        status = "rejected_format"
-                elif parsed.answer != p.label:
-                    p.label_failures += 1
-                    if parsed.answer and parsed.answer not in p.eliminated:
-                        p.eliminated.append(parsed.answer)
-                    if p.label_failures > cfg.max_label_retries or p.attempts >= max_attempts:
-                        status = "rejected_label"
+            )
+        limiter.wait(len(reqs))
+        try:
+            replies = teacher.generate(reqs)
+        except Exception as exc:  # a teacher that raises: a teacher error for each request
+            err = f"{type(exc).__name__}: {exc}"
+            return [TeacherReply("", {"teacher": teacher.name, "error": err}) for _ in reqs]
+        if len(replies) != len(reqs):
+            err = f"teacher {teacher.name} answered {len(replies)} replies for {len(reqs)} requests"
+            return [TeacherReply("", {"teacher": teacher.name, "error": err}) for _ in reqs]
+        return list(replies)
+
+    batch = max(1, int(getattr(teacher, "batch_size", 1) or 1))
+    batch = min(batch, cfg.chunk_size) if batch > 1 else 1
+    slots = cfg.concurrency if batch == 1 else 1
+    lookahead = max(2 * slots * batch, 2 * cfg.prep_workers, 4)
+    max_attempts = 1 + cfg.max_format_retries + cfg.max_label_retries
+    run = {"requests": 0, "teacher_errors": 0, "consecutive": 0}
+    last_error = [""]
+
+    rec_file = _RecordFile(build / _RECORDS)
+    bar = tqdm(
+        total=len(indices), initial=len(indices) - len(todo), desc="traces", disable=not progress
+    )
+
+    def finish(rec: dict[str, Any]) -> None:
+        rec_file.write(rec)
+        records[rec["id"]] = rec
+        if rec["status"] in FINAL_STATUSES:
+            bar.update(1)
+
+    def judge(p: _Pending, rep: TeacherReply) -> _Pending | None:
+        """Record ``p`` if this reply finishes it; else ``p`` to ask again."""
+        run["requests"] += 1
+        if rep.meta.get("error"):
+            run["teacher_errors"] += 1
+            run["consecutive"] += 1
+            last_error[0] = str(rep.meta["error"])
+            finish(
+                {
+                    "id": p.sid,
+                    "index": p.index,
+                    "status": "teacher_error",
+                    "error": last_error[0][:500],
+                }
+            )
+            return None
+        run["consecutive"] = 0
+        p.attempts += 1
+        p.last_meta = dict(rep.meta)
+        p.last_text = rep.text
+        parsed = parse_trace(rep.text, labels=labels)
+        status = None
+        if not parsed.format_ok:
+            p.format_failures += 1
+            if p.format_failures > cfg.max_format_retries or p.attempts >= max_attempts:
+                status = "rejected_format"
+        elif parsed.answer != p.label:
+            p.label_failures += 1
+            if parsed.answer and parsed.answer not in p.eliminated:
+                p.eliminated.append(parsed.answer)
+            if p.label_failures > cfg.max_label_retries or p.attempts >= max_attempts:
+                status = "rejected_label"
+        else:
+            status = "kept"
+        if status is None:
+            return p
+        finish(_record(p, status, teacher.name, det_meta))
+        return None
+
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    prep_pool = _Workers(cfg.prep_workers, results, "trace-prep")
+    ask_pool = _Workers(slots, results, "trace-teacher")
+    outage = False
+    try:
+        pending_rows = iter(todo)
+        exhausted = False
+        preparing = inflight = 0
+        ready: collections.deque[_Pending] = collections.deque()
+        while True:
+            while not exhausted and preparing + len(ready) < lookahead:
+                i = next(pending_rows, None)
+                if i is None:
+                    exhausted = True
+                    break
+                prep_pool.submit("prep", prepare, i)
+                preparing += 1
+            flush = exhausted and preparing == 0
+            while inflight < slots and ready and (len(ready) >= batch or flush):
+                group = [ready.popleft() for _ in range(min(batch, len(ready)))]
+                ask_pool.submit("ask", ask, group)
+                inflight += 1
+            if not (inflight or preparing or ready) and exhausted:
+                break
+            tag, arg, res, exc = results.get()
+            if exc is not None:
+                raise exc
+            if tag == "prep":
+                preparing -= 1
+                if isinstance(res, dict):
+                    finish(res)
                 else:
-                    status = "kept"
-                if status is None:
-                    still.append(p)
-                    continue
-                done.append(_record(p, status, teacher.name))
-            pending = still
-        append_jsonl(rec_path, done)
-        for r in done:
-            records[r["id"]] = r
-        bar.update(len(chunk))
-    bar.close()
+                    ready.append(res)
+                continue
+            inflight -= 1
+            for p, rep in zip(arg, res, strict=True):
+                again = judge(p, rep)
+                if again is not None:
+                    ready.appendleft(again)  # retries first: faces finish sooner
+            if run["consecutive"] >= cfg.max_consecutive_teacher_errors:
+                outage = True
+                break
+    finally:
+        prep_pool.close()
+        ask_pool.close()
+        rec_file.close()
+        bar.close()
 
-    summary = _summarise(records.values(), n_rows)
+    summary = _summarise((records.get(ids[i]) for i in indices), len(indices))
     summary.output_dir = str(out)
-    _assemble(dataset, records, ids[:n_rows], out, cfg, labels, adapter)
-    _save_settings(out, cfg, labels, detector)
+    summary.shard = cfg.shard
+    summary.requests = run["requests"]
+    summary.teacher_errors = run["teacher_errors"]
+    if not outage:
+        _assemble(dataset, records, [ids[i] for i in indices], out, cfg, labels, adapter)
+        _save_settings(out, cfg, labels, det)
     summary.seconds = time.perf_counter() - t0
-    (build / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2))
+    summary_dict = {**dataclasses.asdict(summary), "detector": det_meta}
+    (build / "summary.json").write_text(json.dumps(summary_dict, indent=2))
+    if outage:
+        raise TeacherOutageError(
+            f"the teacher {teacher.name} is failing: {run['consecutive']} requests in a row "
+            f"failed after their HTTP retries (last: {last_error[0][:300]}); stopped with "
+            f"{summary.kept}/{summary.total} kept, {summary.teacher_error + summary.not_built} "
+            f"faces to do. Nothing is lost: fix the server and rerun the same command to "
+            f"resume (no --overwrite)",
+            summary,
+        )
     logger.info(summary.as_text())
     return summary
 
@@ -429,12 +744,14 @@ def _save_settings(
             labels,
             label_space=space,
             prompt_style=cfg.prompt_style,
-            detector=_detector_name(detector),
+            detector=getattr(detector, "name", None) or _detector_name(detector),
         ),
     )
 
 
-def _record(p: _Pending, status: str, teacher_name: str) -> dict[str, Any]:
+def _record(
+    p: _Pending, status: str, teacher_name: str, detector: dict[str, Any] | None = None
+) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "id": p.sid,
         "index": p.index,
@@ -442,7 +759,6 @@ def _record(p: _Pending, status: str, teacher_name: str) -> dict[str, Any]:
         "attempts": p.attempts,
         "format_failures": p.format_failures,
         "label_failures": p.label_failures,
-        "teacher_errors": p.teacher_errors,
         "eliminated": list(p.eliminated),
     }
     if status == "kept":
@@ -450,7 +766,10 @@ def _record(p: _Pending, status: str, teacher_name: str) -> dict[str, Any]:
             trace=p.last_text,
             teacher_prompt=p.last_user,
             teacher=teacher_name,
-            teacher_meta={k: v for k, v in p.last_meta.items() if _jsonable(v)},
+            teacher_meta={
+                **{k: v for k, v in p.last_meta.items() if _jsonable(v)},
+                **({"detector": detector} if detector else {}),
+            },
             activated=[{"au": e.au, "prob": e.prob, "box": list(e.box)} for e in p.entries],
         )
     return rec
@@ -465,9 +784,16 @@ def _jsonable(v: Any) -> bool:
 
 
 def _summarise(records: Any, total: int) -> BuildSummary:
+    """Counts over the latest record of each face (``None``: no record yet)."""
     s = BuildSummary(total=total)
     for r in records:
+        if r is None:
+            s.not_built += 1
+            continue
         st = r["status"]
+        if st == "teacher_error":
+            s.teacher_error += 1
+            continue
         if st == "kept":
             s.kept += 1
         elif st == "dropped_quality":
@@ -482,7 +808,6 @@ def _summarise(records: Any, total: int) -> BuildSummary:
             s.rejected_label += 1
         s.format_failures += int(r.get("format_failures", 0))
         s.label_failures += int(r.get("label_failures", 0))
-        s.teacher_errors += int(r.get("teacher_errors", 0))
         s.retries += max(0, int(r.get("attempts", 0)) - 1)
     return s
 
