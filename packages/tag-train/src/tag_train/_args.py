@@ -45,7 +45,55 @@ class TracesArguments:
             "help": "openai: NAME of the environment variable holding the API key (never logged)."
         },
     )
-    concurrency: int = field(default=8, metadata={"help": "openai: requests in flight."})
+    concurrency: int = field(
+        default=8,
+        metadata={
+            "help": "Teacher requests kept in flight at all times (streaming, no chunk barrier)."
+        },
+    )
+    max_requests_per_minute: float | None = field(
+        default=None, metadata={"help": "openai: cap on requests started per minute (rate limit)."}
+    )
+    extra_body: str | None = field(
+        default=None,
+        metadata={
+            "help": "openai: JSON object merged into every request body (e.g. "
+            '\'{"top_p": 0.9, "chat_template_kwargs": {"enable_thinking": false}}\').'
+        },
+    )
+    max_consecutive_teacher_errors: int = field(
+        default=20,
+        metadata={
+            "help": "Circuit breaker: stop (exit 5) after this many failed teacher requests in a "
+            "row; rerun the same command to resume."
+        },
+    )
+    prep_workers: int = field(
+        default=2,
+        metadata={"help": "Threads preparing faces (decode, quality, landmarks, detector)."},
+    )
+    detector: str = field(
+        default="geometric",
+        metadata={
+            "help": "AU detector behind the activated lists (the same specs as `tag-eval run "
+            "--detector`): geometric | openface:FILE.csv | openface:DIR (one CSV per image) | "
+            "pyfeat | module.path:ClassName."
+        },
+    )
+    shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "Build shard I of N ('I/N': rows i with i %% N == I); join the shards with "
+            "`tag-train traces combine OUT SHARD_DIR...`."
+        },
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "hf: weights dtype (auto = the checkpoint's; bfloat16 / float16 / float32).",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
     timeout: float = field(default=120.0, metadata={"help": "openai: seconds per request."})
     max_http_retries: int = field(
         default=5, metadata={"help": "openai: retries on 429/5xx/timeouts (exponential backoff)."}
@@ -78,7 +126,7 @@ class TracesArguments:
         default=2, metadata={"help": "Retries after a wrong answer (with label elimination)."}
     )
     chunk_size: int = field(
-        default=16, metadata={"help": "Samples per teacher round and checkpoint."}
+        default=16, metadata={"help": "hf: requests per batched generate call."}
     )
     min_sharpness: float = field(
         default=10.0, metadata={"help": "Quality: min variance of the Laplacian."}

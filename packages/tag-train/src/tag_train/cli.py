@@ -39,6 +39,8 @@ exit status:
   3  the model or checkpoint is missing or cannot be loaded
   4  dataset error: a missing --dataset_path / --data_root / label file, a malformed line
      (file and line named), missing images (`tag-train traces --skip_missing` skips them)
+  5  `tag-train traces`: the teacher failed (outage or faces left in teacher_error);
+     everything finished is kept, rerun the same command to resume
 Each prints one line on stderr; --debug adds the traceback.
 """
 
@@ -67,6 +69,8 @@ class _UsageError(Exception):
 
 
 def _traces(argv: list[str]) -> int:
+    if argv and argv[0] == "combine":
+        return _traces_combine(argv[1:])
     from trl import TrlParser
 
     from tag_train._args import TracesArguments
@@ -79,9 +83,40 @@ def _traces(argv: list[str]) -> int:
         formatter_class=_Formatter,
     )
     (args,) = parser.parse_args_and_config(argv)
+    from tag_train.traces import TeacherOutageError
     from tag_train.traces._cli import run_traces
 
-    summary = run_traces(args)
+    try:
+        summary = run_traces(args)
+    except TeacherOutageError as exc:  # records kept: the same command resumes
+        print(f"tag-train traces: teacher outage: {exc}", file=sys.stderr)
+        return 5
+    print(summary.as_text())
+    if not summary.complete:
+        print(
+            f"tag-train traces: {summary.teacher_error} face(s) got teacher errors and "
+            f"{summary.not_built} were not built; rerun the same command to finish them "
+            "(no --overwrite)",
+            file=sys.stderr,
+        )
+        return 5
+    return 0
+
+
+def _traces_combine(argv: list[str]) -> int:
+    """``tag-train traces combine OUT SHARD_DIR...``: join ``--shard I/N`` builds."""
+    parser = argparse.ArgumentParser(
+        prog="tag-train traces combine",
+        description="Check shard builds (same dataset and settings, every row finished once) "
+        "and join them into one trace dataset in dataset order, with a combined summary.",
+    )
+    parser.add_argument("output_dir", help="where the combined dataset is saved")
+    parser.add_argument("shard_dirs", nargs="+", help="the --output_dir of each shard build")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    ns = parser.parse_args(argv)
+    from tag_train.traces import combine_shards
+
+    summary = combine_shards(ns.output_dir, ns.shard_dirs, overwrite=ns.overwrite)
     print(summary.as_text())
     return 0
 
@@ -189,7 +224,7 @@ _EXPORT_HELP = (
 )
 
 
-_DEMO_FLAGS = ("--preset", "--run_dir", "--cache_dir", "--no_cache", "--seed")
+_DEMO_FLAGS = ("--preset", "--run_dir", "--cache_dir", "--no_cache", "--seed", "--verbose")
 
 
 def _flags(argv: list[str]) -> list[str]:

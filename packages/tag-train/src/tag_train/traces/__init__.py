@@ -11,14 +11,17 @@ from tag_train.traces._builder import (
     parse_shard,
     student_prompt,
 )
+from tag_train.traces._combine import ShardCombineError, combine_shards
 from tag_train.traces._prompt import coordinate_note, teacher_system_prompt, teacher_user_prompt
 
 __all__ = [
     "FINAL_STATUSES",
     "BuildSummary",
+    "ShardCombineError",
     "TeacherOutageError",
     "TraceBuildConfig",
     "build_traces",
+    "combine_shards",
     "coordinate_note",
     "load_records",
     "parse_shard",

@@ -245,8 +245,22 @@ def _sample_id(row: dict[str, Any], index: int) -> str:
 
 
 def _fingerprint(dataset: Any) -> str:
-    fp = getattr(dataset, "_fingerprint", None)
-    return str(fp) if fp else f"rows={len(dataset)}"
+    """What identifies the input rows: a hash of each row's ``source``, relative ``path`` and
+    ``label`` (no image decoding), so the same dataset under another root or on another
+    machine (one shard per machine) has the same fingerprint. Without a ``path`` column:
+    the ``datasets`` fingerprint."""
+    import hashlib
+
+    cols = [c for c in ("source", "path", "label") if c in dataset.column_names]
+    if "path" not in cols:
+        fp = getattr(dataset, "_fingerprint", None)
+        return str(fp) if fp else f"rows={len(dataset)}"
+    h = hashlib.sha256()
+    table = dataset.select_columns(cols)
+    for start in range(0, len(table), 65536):
+        part = table[start : start + 65536]
+        h.update(json.dumps([part[c] for c in cols], ensure_ascii=False).encode())
+    return f"rows={len(dataset)}:sha256={h.hexdigest()[:32]}"
 
 
 def _to_entries(
