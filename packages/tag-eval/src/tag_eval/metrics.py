@@ -1,5 +1,7 @@
 """Classification metrics, confidence intervals, and the scoring of a whole run.
 
+``MeanCI`` and ``bootstrap_ci`` live in :mod:`tag_model.stats` (re-exported here).
+
 The metric functions are plain NumPy; :func:`compute_metrics` scores a run directory
 (classification, faithfulness, parse rates, timing) and :func:`plot_confusion` draws its
 confusion matrix. A prediction of ``-1`` means "no answer" (the trace did not
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tag_model.stats import MeanCI, bootstrap_ci
 
 from tag_eval._records import METRICS_NAME, SAMPLES_NAME, EvalInputError, load_run, write_json
 
@@ -154,62 +157,6 @@ def classification_metrics(
         "confusion": cm.tolist(),
         "unanswered": unanswered.tolist(),
     }
-
-
-class MeanCI(dict):
-    """``{"mean", "low", "high", "n", "level"}``; a dict so it serialises to JSON as is."""
-
-    @property
-    def mean(self) -> float | None:
-        return self["mean"]
-
-    @property
-    def low(self) -> float | None:
-        return self["low"]
-
-    @property
-    def high(self) -> float | None:
-        return self["high"]
-
-
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    *,
-    n_boot: int = 2000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> MeanCI:
-    """Mean of ``values`` with a percentile-bootstrap confidence interval.
-
-    ``nan`` entries (undefined per-sample metrics) are dropped first; ``n`` is the number
-    kept. Resampling is one vectorised draw of ``int[n_boot, n]`` indices from
-    ``numpy.random.default_rng(seed)``, so the interval is deterministic under ``seed``.
-    With no defined values, everything but ``n`` is ``None``.
-
-    >>> ci = bootstrap_ci([0.0, 1.0, 1.0, 1.0], seed=0)
-    >>> ci["mean"], ci["low"] <= 0.75 <= ci["high"]
-    (0.75, True)
-    """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    x = np.asarray(values, dtype=np.float64).reshape(-1)
-    x = x[np.isfinite(x)]
-    n = int(x.size)
-    if n == 0:
-        return MeanCI(mean=None, low=None, high=None, n=0, level=level)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    means = x[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    mean = float(x.mean())
-    # The percentile interval of a mean always brackets it up to float rounding; clamp so
-    # that the documented invariant low <= mean <= high holds exactly.
-    return MeanCI(
-        mean=mean, low=float(min(low, mean)), high=float(max(high, mean)), n=n, level=level
-    )
 
 
 def wilson_ci(successes: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
