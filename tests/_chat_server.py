@@ -19,12 +19,18 @@ How it answers:
   - ``"slow"``: waits 3 s before answering (to exercise the client's timeout).
 
 ``srv.fail_first`` makes the first N requests answer HTTP 503 in either case (retries).
+
+A behaviour may also return status ``"drop"`` (the connection is closed with no response) or
+a ``bytes`` payload (sent as is: a truncated body). :func:`template_behaviour` answers a
+trace-building request as the offline template teacher would (the "template-teacher
+protocol": the activated list, labels and eliminated labels are read back from the prompt).
 Every request is kept in ``srv.requests`` as ``{"path", "headers", "body"}``; ``srv.bodies``
 and ``srv.headers`` are the same, one field each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -33,7 +39,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Behaviour", "ChatServer", "completion"]
+__all__ = ["Behaviour", "ChatServer", "completion", "template_behaviour", "template_reply"]
 
 #: (request body, call number for this key) -> (status, payload, delay_s[, extra headers])
 Behaviour = Callable[[dict[str, Any], int], tuple[Any, ...]]
@@ -52,6 +58,64 @@ def completion(text: str, *, model: str | None = None, n: int = 0) -> dict[str, 
         ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
+
+
+_ACT = re.compile(r"^- AU(\d+)[^:\n]*: p=([0-9.]+); \[(-?\d+),(-?\d+),(-?\d+),(-?\d+)\]$", re.M)
+_LABELS = re.compile(r"^Possible answers: (.*)\.$", re.M)
+_ELIM = re.compile(r"do not give them: (.*)\.$", re.M)
+
+
+def template_reply(body: dict[str, Any]) -> str:
+    """The trace the template teacher (``answer="prototype"``) writes for a trace-building
+    request, read back from the request's user prompt.
+
+    Deterministic in the prompt and image: the sample id is a hash of the image part and the
+    attempt is the number of eliminated labels, so a rerun gets the same trace.
+    """
+    import hashlib
+
+    from tag_train.teachers import ActivatedEntry, TeacherRequest, TemplateTeacher
+
+    text = _last_text(body)
+    content = body["messages"][-1]["content"]
+    image = next(
+        (p["image_url"]["url"] for p in content if isinstance(p, dict) and "image_url" in p), ""
+    )
+    entries = tuple(
+        ActivatedEntry(
+            au=int(m.group(1)),
+            prob=float(m.group(2)),
+            box=tuple(float(m.group(k)) for k in range(3, 7)),  # type: ignore[arg-type]
+            model_box=tuple(float(m.group(k)) for k in range(3, 7)),  # type: ignore[arg-type]
+        )
+        for m in _ACT.finditer(text)
+    )
+    lm = _LABELS.search(text)
+    labels = tuple(x.strip() for x in lm.group(1).split(",")) if lm else ("neutral",)
+    em = _ELIM.search(text)
+    elim = tuple(x.strip() for x in em.group(1).split(",")) if em else ()
+    sid = hashlib.blake2b(image.encode(), digest_size=8).hexdigest()
+    req = TeacherRequest(
+        sample_id=sid,
+        image=None,  # type: ignore[arg-type]
+        labels=labels,
+        activated=entries,
+        system="",
+        user=text,
+        eliminated=elim,
+        attempt=len(elim),
+        face_box=(100.0, 100.0, 900.0, 900.0),
+    )
+    return TemplateTeacher(answer="prototype", seed=0).write(req)
+
+
+def template_behaviour(delay: float = 0.0) -> Behaviour:
+    """A behaviour answering every request with :func:`template_reply` after ``delay`` s."""
+
+    def behaviour(body: dict[str, Any], call: int) -> tuple[Any, ...]:
+        return 200, completion(template_reply(body), model=body.get("model")), delay
+
+    return behaviour
 
 
 def _count_aus(text: str) -> int:
@@ -75,8 +139,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         pass
 
-    def _send(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(obj).encode()
+    def _send(self, code: Any, obj: Any, headers: dict[str, str] | None = None) -> None:
+        if code == "drop":  # close the connection without a response
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(2)
+            return
+        data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
         try:
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
