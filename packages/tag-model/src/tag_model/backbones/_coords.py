@@ -4,6 +4,12 @@
 - Qwen2.5-VL writes absolute pixels of the *resized* model input, whose size comes from
   ``smart_resize`` (transformers' own function) with the processor's ``min_pixels``,
   ``max_pixels`` and ``patch_size * merge_size``.
+- InternVL writes ``<box>[[x1, y1, x2, y2]]</box>`` on a 0-1000 grid relative to the
+  original image; LLaVA-OneVision, Gemma 3 and SmolVLM have no native grounding format and
+  use TAG's ``<bbox>[x1,y1,x2,y2]</bbox>`` in the same 0-1000 relative space (sources in
+  :mod:`._families`). Their processors tile the image (:mod:`._tiling`), but a box always
+  refers to the whole original image, never to a tile, so the conversion depends on the
+  original size only.
 
 Everything here is vectorised over leading dimensions and accepts NumPy arrays, torch
 tensors or nested lists. Non-finite values stay non-finite (NaN in, NaN out): the
@@ -18,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ._families import CoordSpace, family_spec
+from ._families import QWEN_FAMILIES, CoordSpace, family_spec
+from ._tiling import default_tiling, tile_grid, tiling_from_processor
 
 __all__ = ["BackboneAdapter", "get_adapter"]
 
@@ -116,6 +123,17 @@ def _align_batch(f: Any, ndim: int, shape: tuple[int, ...]) -> Any:
     return f.reshape((b,) + (1,) * (ndim - 2) + (4,))
 
 
+def _freeze_settings(settings: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Tiling settings as sorted, hashable ``(key, value)`` pairs."""
+
+    def freeze(v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return tuple(freeze(x) for x in v)
+        return v
+
+    return tuple(sorted((k, freeze(v)) for k, v in settings.items()))
+
+
 @dataclass(frozen=True)
 class BackboneAdapter:
     """Coordinate conventions and prompt wording of one backbone family.
@@ -129,6 +147,8 @@ class BackboneAdapter:
         patch_size, merge_size: vision tower geometry; the resized input is a multiple
             of ``patch_size * merge_size`` on each side.
         min_pixels, max_pixels: the image processor's pixel budget.
+        tiling: the processor's tiling settings as sorted ``(key, value)`` pairs (empty for
+            the Qwen families); see :meth:`tile_grid`.
     """
 
     family: str
@@ -137,6 +157,7 @@ class BackboneAdapter:
     merge_size: int
     min_pixels: int
     max_pixels: int
+    tiling: tuple[tuple[str, Any], ...] = ()
 
     # ---------------------------------------------------------------- geometry
     @property
@@ -145,7 +166,14 @@ class BackboneAdapter:
         return self.patch_size * self.merge_size
 
     def with_processor(self, processor: Any) -> BackboneAdapter:
-        """A copy whose geometry follows ``processor`` (a processor or an image processor)."""
+        """A copy whose geometry follows ``processor`` (a processor or an image processor).
+
+        For the tiling families the tiling settings are taken (tile size, tile limits, grid
+        pinpoints, splitting); the pixel budget of the Qwen families does not apply to them.
+        """
+        if self.family not in QWEN_FAMILIES:
+            settings = tiling_from_processor(self.family, processor)
+            return replace(self, tiling=_freeze_settings(settings))
         ip = getattr(processor, "image_processor", processor)
         size = getattr(ip, "size", None)
         min_px = max_px = None
@@ -167,8 +195,43 @@ class BackboneAdapter:
             max_pixels=int(max_px),
         )
 
+    @property
+    def tiling_settings(self) -> dict[str, Any]:
+        """The tiling settings as a dict (empty for the Qwen families)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.tiling}
+
+    def tile_grid(self, image_size: ImageSize) -> Any:
+        """``(rows, cols, n_images)`` of the tiles the processor cuts an image into.
+
+        ``n_images`` counts every square the vision tower encodes (tiles plus the thumbnail,
+        base or global image). Families without tiling give ``(1, 1, 1)``. Boxes are not
+        affected: they refer to the original image.
+
+        Args:
+            image_size: ``(w, h)``, or an array ``[B, 2]`` of (w, h) rows.
+
+        Returns:
+            A tuple for one size, else an int64 array ``[B, 3]``.
+        """
+        sizes = _as_sizes(image_size)
+        rows = sizes.reshape(-1, 2)
+        settings = dict(self.tiling)
+        out = np.empty((rows.shape[0], 3), dtype=np.int64)
+        cache: dict[tuple[int, int], tuple[int, int, int]] = {}
+        for i, (w, h) in enumerate(rows):
+            key = (max(1, round(float(w))), max(1, round(float(h))))
+            if key not in cache:
+                cache[key] = tile_grid(self.family, settings, *key)
+            out[i] = cache[key]
+        if sizes.ndim == 1:
+            return tuple(int(v) for v in out[0])
+        return out
+
     def model_input_size(self, image_size: ImageSize) -> Any:
         """Size ``(w', h')`` of the resized image the vision tower sees (``smart_resize``).
+
+        For the tiling families: the size of the tiled canvas (``cols * tile`` by
+        ``rows * tile``; Gemma 3: its one square), without the thumbnail or global image.
 
         Args:
             image_size: ``(w, h)``, or an array ``[B, 2]`` of (w, h) rows.
@@ -195,6 +258,11 @@ class BackboneAdapter:
 
     def _resize_one(self, w: int, h: int) -> tuple[int, int]:
         w, h = max(int(w), 1), max(int(h), 1)
+        if self.family not in QWEN_FAMILIES:
+            settings = dict(self.tiling)
+            rows, cols, _ = tile_grid(self.family, settings, w, h)
+            t = int(settings.get("tile", 1))
+            return cols * t, rows * t
         if max(w, h) / min(w, h) > 200:
             raise ValueError(
                 f"image size (w={w}, h={h}) has aspect ratio over 200, which "
@@ -295,6 +363,7 @@ def get_adapter(
         merge_size=spec.merge_size,
         min_pixels=spec.min_pixels,
         max_pixels=spec.max_pixels,
+        tiling=_freeze_settings(default_tiling(spec.name)),
     )
     if processor is not None:
         adapter = adapter.with_processor(processor)

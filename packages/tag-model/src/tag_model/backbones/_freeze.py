@@ -2,6 +2,24 @@
 
 Optionally the language model is adapted with LoRA (peft) instead of full fine-tuning; the
 projector (the vision "merger") then stays fully trainable through ``modules_to_save``.
+
+The same policy holds for every family; only the module names differ:
+
+================  =======================  ==============================  ================
+family            vision (frozen)          projector (trains)              language model
+================  =======================  ==============================  ================
+Qwen-VL           ``visual``               ``visual.merger`` (+ deepstack)  ``language_model``
+InternVL          ``vision_tower``         ``multi_modal_projector``       ``language_model``
+LLaVA-OneVision   ``vision_tower``         ``multi_modal_projector``,      ``language_model``
+                                           ``image_newline``
+Gemma 3           ``vision_tower``         ``multi_modal_projector``       ``language_model``
+SmolVLM           ``vision_model``         ``connector``                   ``text_model``
+================  =======================  ==============================  ================
+
+LoRA targets the language model's ``q/k/v/o_proj`` and ``gate/up/down_proj`` in every family
+(Qwen2, Gemma 3 and Llama decoders share these names). LLaVA-OneVision's ``image_newline`` is a
+bare parameter, which peft's ``modules_to_save`` cannot hold: with LoRA it stays frozen (it
+trains in full fine-tuning).
 """
 
 from __future__ import annotations
@@ -28,22 +46,36 @@ PARTS: tuple[str, ...] = ("vision", "merger", "language_model", "lm_head", "othe
 _LM_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: Projector modules (vision -> language): the merger and, in Qwen3-VL, the deepstack mergers.
 _MERGER_KEYS = ("merger", "deepstack_merger_list")
+#: Vision towers by family: Qwen ``visual``, InternVL / LLaVA-OV / Gemma 3 ``vision_tower``,
+#: SmolVLM ``vision_model``.
+_VISION_KEYS = ("visual", "vision_tower", "vision_model")
+#: Projectors outside the vision tower: ``multi_modal_projector`` (InternVL, LLaVA-OV,
+#: Gemma 3), ``connector`` (SmolVLM), ``image_newline`` (LLaVA-OV's row separator).
+_PROJECTOR_KEYS = ("multi_modal_projector", "connector", "image_newline")
+#: Language models: ``language_model`` (most), ``text_model`` (SmolVLM / Idefics3).
+_LM_KEYS = ("language_model", "text_model")
 
 
 def part_of(param_name: str) -> str:
-    """The part (one of :data:`PARTS`) that a parameter of a Qwen-VL model belongs to.
+    """The part (one of :data:`PARTS`) that a parameter of a supported VLM belongs to.
 
     >>> part_of("model.visual.blocks.0.attn.qkv.weight")
     'vision'
     >>> part_of("model.visual.merger.mlp.0.weight")
     'merger'
+    >>> part_of("model.connector.modality_projection.proj.weight")
+    'merger'
+    >>> part_of("model.text_model.layers.0.self_attn.q_proj.weight")
+    'language_model'
     """
     parts = param_name.split(".")
-    if "visual" in parts:
+    if any(k in parts for k in _VISION_KEYS):
         return "merger" if any(k in parts for k in _MERGER_KEYS) else "vision"
+    if any(k in parts for k in _PROJECTOR_KEYS):
+        return "merger"
     if "lm_head" in parts:
         return "lm_head"
-    if "language_model" in parts:
+    if any(k in parts for k in _LM_KEYS):
         return "language_model"
     return "other"
 
@@ -130,7 +162,9 @@ def _merger_modules(model: Any) -> list[str]:
     names = set()
     for name, _ in model.named_modules():
         parts = name.split(".")
-        if "visual" in parts and parts[-1] == "merger":
+        if parts[-1] in ("multi_modal_projector", "connector"):
+            names.add(parts[-1])
+        elif "visual" in parts and parts[-1] == "merger":
             names.add("merger")
         elif "visual" in parts and len(parts) >= 2 and parts[-2] == "deepstack_merger_list":
             names.add(f"deepstack_merger_list.{parts[-1]}")
@@ -170,7 +204,7 @@ def lora_config_for(model: Any, lora: LoraSpec | Any | None = None) -> Any:
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
-        target_modules=rf".*language_model.*\.({targets})",
+        target_modules=rf".*(language_model|text_model).*\.({targets})",
         modules_to_save=to_save or None,
         bias="none",
         task_type="CAUSAL_LM",

@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised Qwen-VL backbones built entirely offline.
+"""Tiny, randomly initialised VLM backbones built entirely offline.
 
 ``make_tiny_vlm(family)`` gives a real ``*ForConditionalGeneration`` model of the family
 (about 2 M parameters), a byte-level BPE tokenizer trained here with ``tokenizers`` on a
@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ._families import detect_family, family_spec
+from ._families import QWEN_FAMILIES, detect_family, family_spec
 
 __all__ = [
     "TINY_SPECIAL_TOKENS",
@@ -196,7 +196,9 @@ def tokenizer_corpus(n_traces: int = 400, seed: int = 0) -> list[str]:
 
 
 @functools.cache
-def _tokenizer_json(vocab_size: int, seed: int) -> str:
+def _tokenizer_json(
+    vocab_size: int, seed: int, specials: tuple[str, ...] = TINY_SPECIAL_TOKENS
+) -> str:
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
@@ -211,7 +213,7 @@ def _tokenizer_json(vocab_size: int, seed: int) -> str:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(TINY_SPECIAL_TOKENS),
+        special_tokens=list(specials),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -376,6 +378,9 @@ def load_processor(name_or_path: str | Path, *, family: str | None = None, **kwa
     """
     from transformers import AutoProcessor
 
+    from ._tiny_families import ensure_smolvlm_processor
+
+    ensure_smolvlm_processor()  # SmolVLM's processor: images work without num2words
     try:
         return AutoProcessor.from_pretrained(name_or_path, **kwargs)
     except ImportError:
@@ -525,7 +530,10 @@ def make_tiny_vlm(
     """Build a tiny randomly initialised VLM of ``family`` and its processor, offline.
 
     Args:
-        family: ``"qwen2_vl"``, ``"qwen2_5_vl"`` or ``"qwen3_vl"`` (aliases accepted).
+        family: any of :data:`FAMILIES` (aliases accepted). The non-Qwen families
+            (``"internvl"``, ``"llava_onevision"``, ``"gemma3"``, ``"smolvlm"``) get their
+            own special tokens, chat template and tiled image pipeline with tiles of
+            ``image_size // 2`` pixels (see :mod:`._tiny_families`).
         save_dir: if given, ``save_pretrained`` the model and processor there, loadable
             with ``AutoModelForImageTextToText`` / ``AutoProcessor``.
         seed: seeds the weights (and nothing global beyond ``torch.manual_seed`` scope).
@@ -549,6 +557,31 @@ def make_tiny_vlm(
 
     spec = family_spec(family)
     family = spec.name
+    if family not in QWEN_FAMILIES:
+        from ._tiny_families import make_tiny
+
+        model, processor = make_tiny(
+            family,
+            seed=seed,
+            image_size=image_size,
+            text_hidden=text_hidden,
+            text_layers=text_layers,
+            text_heads=text_heads,
+            text_kv_heads=text_kv_heads,
+            text_intermediate=text_intermediate,
+            vision_depth=vision_depth,
+            vision_width=vision_width,
+            vision_heads=vision_heads,
+            patch_size=patch_size,
+            vocab_size=vocab_size,
+            dtype=dtype,
+        )
+        if save_dir is not None:
+            save_dir = Path(save_dir)
+            save_dir.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(save_dir)
+            processor.save_pretrained(save_dir)
+        return model, processor
     patch = patch_size or spec.patch_size
     tokenizer = build_tiny_tokenizer(family, vocab_size=vocab_size)
     processor = _make_processor(

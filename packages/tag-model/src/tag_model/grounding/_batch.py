@@ -30,6 +30,7 @@ from ._codes import (
     label_table,
 )
 from ._completions import completion_texts
+from ._native import normalise_native_boxes, normalise_native_text
 from ._scanner import scan_batch
 from ._tokens import TokenBytes, gather_tokens, row_bytes, token_bytes
 
@@ -46,8 +47,9 @@ def _lowest_bit(mask: np.ndarray) -> np.ndarray:
 
 
 def _as_texts(items: Sequence[Any]) -> list[str]:
-    """Completions as strings, by the one rule of :func:`completion_text`."""
-    return completion_texts(items)
+    """Completions as strings, by the one rule of :func:`completion_text`, with native box
+    syntax rewritten to TAG's (same length; :mod:`._native`)."""
+    return [normalise_native_text(t) for t in completion_texts(items)]
 
 
 def _pack_strings(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, str]:
@@ -187,6 +189,9 @@ def parse_batch(
 ) -> ParsedBatch:
     """Parse a batch of completions into padded arrays for ``au_grounding_reward``.
 
+    Native box syntax (InternVL's ``<box>[[x1, y1, x2, y2]]</box>``) is read as TAG's
+    ``<bbox>`` by the same same-length rewrite as :func:`parse_trace` (see :mod:`._native`).
+
     Row ``i`` agrees exactly with ``parse_trace(text_i, labels=labels)``: ``pred_au[i, :n]``
     and ``pred_boxes[i, :n]`` are its ``pairs()[:max_pairs]`` (boxes as float32), and
     ``answer_id``, ``format_ok``, ``reason`` are its fields.
@@ -244,4 +249,5 @@ def parse_batch(
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     buf, offsets, errors = _pack_tokens(completions, tb, pad_id, lengths)
+    buf = normalise_native_boxes(buf)  # InternVL's <box>[[..]]</box>, same length
     return scan_packed(buf, offsets, table, max_pairs, errors)

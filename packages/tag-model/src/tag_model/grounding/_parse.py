@@ -28,6 +28,9 @@ is ASCII space, tab, CR, FF and VT; lines are split on ``\\n`` only)::
   is ``UNKNOWN_AU`` and *kept*: its pair matches nothing class-aware, so it costs precision.
   A step keeps its first 16 distinct AUs in order (``TOO_MANY_AUS`` beyond). Mentions in the
   conclusion give ``conclusion_aus`` and are checked the same way.
+* **Native boxes**: InternVL's ``<box>[[x1, y1, x2, y2]]</box>`` is read as
+  ``<bbox>[x1, y1, x2, y2]</bbox>``: a same-length rewrite before parsing (:mod:`._native`),
+  which :func:`~tag_model.grounding.parse_batch` applies too.
 * **Boxes**: ``<bbox>`` then ``</bbox>`` on the same line; between them optional ``[``, four
   numbers ``-?digits(.digits)?`` separated by commas, and ``]`` exactly when ``[`` was there,
   with whitespace anywhere between tokens. No exponents, NaN or inf (``BAD_BOX``). A number has
@@ -65,6 +68,7 @@ from ._codes import (
     ParseReason,
     label_table,
 )
+from ._native import normalise_native_text
 
 __all__ = ["ParsedStep", "ParsedTrace", "TraceError", "mentioned_aus", "parse_trace"]
 
@@ -262,6 +266,7 @@ def parse_trace(
     elif not isinstance(text, str):
         raise TypeError(f"parse_trace: text must be str or bytes, got {type(text).__name__}")
     table = _resolve_labels(labels)
+    text = normalise_native_text(text)  # InternVL's <box>[[..]]</box> -> <bbox>[..]</bbox>
     lower = _ascii_lower(text)
     st = _State(text, lower)
     R = ParseReason

@@ -678,7 +678,10 @@ def parse_batch_cuda(
     lengths: Any,
 ) -> ParsedBatch:  # fmt: skip
     """``parse_batch`` for token ids on a CUDA device (or CPU tensors under the interpreter)."""
+    from ._native import normalise_native_boxes
+
     buf, offsets = pack_tokens_torch(ids, tb, pad_id, lengths)
+    buf = normalise_native_boxes(buf)  # InternVL's <box>[[..]]</box>, same length, on device
     out, span = scan_packed_triton(buf, offsets, table, max_pairs)
     return finish_on_device(buf, out, span, table, "replace")
 
