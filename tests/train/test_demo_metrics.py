@@ -40,16 +40,46 @@ def test_mean_box_baseline() -> None:
     assert mean_box_baseline(train, test2) == pytest.approx(0.5)
 
 
-def test_goals_read_the_summary() -> None:
+def test_goals_need_a_ci_above_zero() -> None:
     ev = {"format": 1.0, "accuracy": 0.8, "mean_iou": 0.75}
+    up = {"mean": 0.1, "low": 0.02, "high": 0.2}
+    flat = {"mean": 0.1, "low": -0.02, "high": 0.2}
     summary = {
         "eval_after_sft": ev,
         "eval_after_rl": {**ev, "accuracy": 0.76},
-        "rl_rewards": {
-            "first_fifth": {"format": 0.8, "total": 1.2},
-            "last_fifth": {"format": 0.9, "total": 1.3},
-        },
+        "rl_rewards": {"change": {"total": up, "grounding": flat}},
+        "rl_vs_sft": {"mean_iou": flat, "grounding": up},
         "seconds": {"total": 901.0},
     }
     met = {k: g["met"] for k, g in demo_goals(summary).items()}
-    assert list(met.values()) == [False, True, True, True, False]
+    # wall time missed; SFT goals met; total rises; grounding's CI straddles 0; greedy:
+    # grounding F rises but accuracy fell by 0.04
+    assert list(met.values()) == [False, True, True, False, False]
+    summary["eval_after_rl"]["accuracy"] = 0.78
+    assert demo_goals(summary)[list(met)[-1]]["met"] is True
+    summary["rl_vs_sft"]["grounding"] = flat
+    assert demo_goals(summary)[list(met)[-1]]["met"] is False
+
+
+def test_rl_fifths_give_the_change_with_a_ci(tmp_path) -> None:
+    import json
+
+    from tag_train.demo._summary import rl_fifths
+
+    rows = [
+        {
+            "phase": "rl",
+            "reward": 1.0 + 0.01 * i + 0.01 * (i % 3),
+            "rewards/format_reward/mean": 1.0,
+            "rewards/answer_reward/mean": 0.5,
+            "rewards/grounding_reward/mean": 0.3 + 0.002 * (i % 7),
+        }
+        for i in range(50)
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    f = rl_fifths(path)
+    assert f["change"]["total"]["low"] > 0.3  # a steady climb of 0.4 over the run
+    g = f["change"]["grounding"]
+    assert g["low"] < 0 < g["high"] or abs(g["mean"]) < 0.01  # periodic noise, no trend
+    assert f["change"]["format"]["mean"] == 0.0

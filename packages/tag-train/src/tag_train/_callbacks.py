@@ -1,4 +1,4 @@
-"""Trainer callbacks: JSONL metrics and the reward's share of a GRPO step."""
+"""Trainer callbacks: JSONL metrics, the reward's share of a GRPO step, a compact progress bar."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from tag_model.jsonl import append_jsonl, read_jsonl
 from transformers import TrainerCallback
 
-__all__ = ["JsonlMetricsCallback", "RewardShareCallback"]
+__all__ = ["CompactProgressCallback", "JsonlMetricsCallback", "RewardShareCallback"]
 
 
 def _clean(v: Any) -> Any:
@@ -125,3 +125,54 @@ class RewardShareCallback(TrainerCallback):
             logs["tag/step_seconds"] = total / n
             logs["tag/reward_seconds"] = reward / n
             logs["tag/reward_share"] = reward / total if total > 0 else 0.0
+
+
+class CompactProgressCallback(TrainerCallback):
+    """One progress bar for a training phase, with the few numbers that matter in its postfix.
+
+    Replaces transformers' ``ProgressCallback``/``PrinterCallback``, which print every log as a
+    dict (a line per logging step): :func:`tag_train._common.train_and_save` removes them when
+    this callback is present. ``show`` maps a log key to its short name in the bar, e.g.
+    ``{"loss": "loss"}`` or ``{"reward": "reward", "rewards/grounding_reward/mean":
+    "grounding"}``; each shows the mean of the logs since the bar last refreshed. The full logs
+    still reach every other callback (the JSONL metrics file).
+    """
+
+    def __init__(self, desc: str, show: dict[str, str]) -> None:
+        self.desc = desc
+        self.show = show
+        self.bar: Any = None
+        self._seen: dict[str, list[float]] = {}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=state.max_steps, initial=state.global_step, desc=self.desc, dynamic_ncols=True
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
+        if self.bar is None or not logs:
+            return
+        for key, name in self.show.items():
+            v = _clean(logs.get(key))
+            if isinstance(v, (int, float)):
+                self._seen.setdefault(name, []).append(float(v))
+        if self._seen:
+            self.bar.set_postfix(
+                {k: f"{statistics.fmean(v[-10:]):.3f}" for k, v in self._seen.items()},
+                refresh=False,
+            )
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

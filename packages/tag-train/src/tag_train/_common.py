@@ -138,7 +138,18 @@ def last_checkpoint(output_dir: str) -> str | None:
 def train_and_save(
     trainer: Any, script_args: Any, training_args: Any, processor: Any, what: str
 ) -> None:
-    """Train (resuming from the newest complete checkpoint when asked), then save model and processor."""
+    """Train (resuming from the newest complete checkpoint when asked), then save model and processor.
+
+    With a :class:`~tag_train._callbacks.CompactProgressCallback` among the trainer's callbacks,
+    transformers' own progress/printer callbacks (a metrics dict printed per logging step) go.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from tag_train._callbacks import CompactProgressCallback
+
+    if any(isinstance(c, CompactProgressCallback) for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
     resume = None
     if script_args.resume or training_args.resume_from_checkpoint:
         resume = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)

@@ -17,10 +17,13 @@ Pipeline, with a progress bar at every stage:
 4. **SFT warm start** with TRL's ``SFTTrainer`` (vision tower and merger frozen). Steps 1-4
    are cached under ``<cache_dir>/<preset>-<hash>/`` (default ``./.tag-cache/demo``, or
    ``$TAG_CACHE/demo``), so the next run starts at RL.
-5. **GRPO** with TRL's ``GRPOTrainer`` and the three TAG rewards, at temperature 1.0.
+5. **GRPO** with TRL's ``GRPOTrainer`` and the three TAG rewards (the preset's
+   ``rl_temperature``, ``rl_lr`` and ``rl_grounding_weight``).
 
-Greedy evaluation (format rate, accuracy, mean box IoU against the detector) runs after SFT
-and after RL. Beside it the demo prints two references on the same held-out faces: the per-AU
+Greedy evaluation (format rate, accuracy, mean box IoU against the detector, grounding F, AU
+hallucination rate) runs after SFT and after RL; the change is reported with a paired
+bootstrap 95% CI over the same faces, and the sampled rewards' change over GRPO (last fifth
+of the steps minus the first) with a two-sample one over steps. Beside it the demo prints two references on the same held-out faces: the per-AU
 mean training box (what placing boxes without looking scores) and linear read-outs of the
 frozen tower's visual tokens fitted on the trace faces (``tag_train._probes``: what the
 features SFT's language model reads make linearly available; cached with the base model).
@@ -34,9 +37,13 @@ The run folder (default ``runs/demo-<YYYYmmdd-HHMMSS>``) gets:
   ``tower_probes``), the reward components at the start and end of RL, the reward's share of
   a GRPO step, the timings and the goal checks.
 
-``--preset smoke`` runs the same path at toy size for CI.
+``--preset smoke`` runs the same path at toy size for CI. ``--preset ablation`` reuses the
+default preset's cached SFT and runs GRPO twice from it, with and without the grounding reward
+(``_ablation``: ``ablation.md``, ``ablation.json``, ``ablation_curves.png``);
+``smoke-ablation`` is that path at toy size. The terminal shows one progress bar per phase and
+the result lines; ``--verbose`` adds the trainers' per-step logs and the libraries' warnings.
 
-Modules: ``_presets`` (sizes, cache key), ``_base`` (tiny VLM, vision warm-up, cached base
+Modules: ``_presets`` (sizes, cache key), ``_ablation`` (the two-arm table), ``_base`` (tiny VLM, vision warm-up, cached base
 model), ``_evaluate`` (greedy evaluation and its references), ``_summary`` (goals, printed
 lines, plots, pictures) and ``_run`` (the pipeline and ``tag-train rl``'s demo flags).
 """

@@ -15,19 +15,22 @@ __all__ = ["greedy_eval", "mean_box_baseline", "tower_probes"]
 
 def _iou_stats(
     pred_au: np.ndarray, pred_px: np.ndarray, activated: list[list[dict]]
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Box agreement with the detector, over its entries (``pred_px``: ``[B, K, 4]`` pixels).
 
     ``mean_iou``: mean over detector entries of the best IoU with a predicted box of the same
     AU (0 when the AU is not predicted); ``au_recall``: share of entries whose AU is
-    predicted; ``iou_found``: the mean IoU over those entries only.
+    predicted; ``iou_found``: the mean IoU over those entries only. ``per_face_iou``: each
+    face's mean over its own entries (``nan`` for a face with none), for bootstrap intervals.
     """
     from tag_kernels import batched_box_iou
 
     vals, found = [], []
+    per_face = np.full(len(activated), np.nan)
     for i, ref in enumerate(activated):
         if not ref:
             continue
+        start = len(vals)
         rb = np.asarray([r["box"] for r in ref], dtype=np.float32)[None]
         pb = pred_px[i][None].astype(np.float32)
         iou = np.asarray(batched_box_iou(pb, rb))[0]  # [K, M]
@@ -35,12 +38,26 @@ def _iou_stats(
             same = pred_au[i] == int(r["au"])
             vals.append(float(iou[same, m].max()) if same.any() else 0.0)
             found.append(bool(same.any()))
+        per_face[i] = float(np.mean(vals[start:]))
     v, f = np.asarray(vals), np.asarray(found, dtype=bool)
     return {
         "mean_iou": float(v.mean()) if v.size else 0.0,
         "au_recall": float(f.mean()) if f.size else 0.0,
         "iou_found": float(v[f].mean()) if f.any() else 0.0,
+        "per_face_iou": per_face,
     }
+
+
+def _hallucination(pred_au: np.ndarray, activated: list[list[dict]]) -> np.ndarray:
+    """Per face: the share of the AUs it names that the detector does not see (``nan``: none
+    named; AU 0, a box that names no AU, is an inspection and no claim)."""
+    out = np.full(len(activated), np.nan)
+    for i, ref in enumerate(activated):
+        named = {int(a) for a in pred_au[i] if a > 0}
+        if named:
+            seen = {int(r["au"]) for r in ref}
+            out[i] = len(named - seen) / len(named)
+    return out
 
 
 def mean_box_baseline(train: Any, test: Any) -> float:
@@ -79,6 +96,11 @@ def greedy_eval(
     """Greedy completions on ``ds`` -> format rate, accuracy, box agreement, grounding reward.
 
     Box agreement is :func:`_iou_stats`: ``mean_iou``, ``au_recall`` and ``iou_found``.
+    ``grounding`` is the mean AU-grounding reward (the grounding F-score; 0 for a trace that
+    does not parse) and ``hallucination`` the mean share of named AUs the detector does not
+    see. ``per_face`` holds the per-face values behind the means (``correct``, ``grounding``,
+    ``mean_iou``, ``hallucination``; ``nan`` where undefined) for bootstrap intervals; it and
+    ``completions`` are left out of ``summary.json``.
     """
     from tag_model.backbones import generate_completions, get_adapter
     from tag_model.grounding import parse_batch
@@ -112,12 +134,25 @@ def greedy_eval(
     g = get_grounding_reward("qwen2_vl", labels=labels, processor=processor)(
         texts, activated=activated, image=images
     )
+    stats = _iou_stats(pred_au, np.nan_to_num(px), activated)
+    hall = _hallucination(pred_au, activated)
+    correct = np.asarray(
+        [a == y for a, y in zip(answers, list(ds["label"]), strict=True)], dtype=np.float64
+    )
+    per_face = {
+        "correct": correct,
+        "grounding": np.asarray(g, dtype=np.float64),
+        "mean_iou": stats.pop("per_face_iou"),
+        "hallucination": hall,
+    }
     return {
         "format": float(ok.mean()),
         "accuracy": acc,
-        **_iou_stats(pred_au, np.nan_to_num(px), activated),
+        **stats,
         "grounding": float(np.mean(g)),
+        "hallucination": float(np.nanmean(hall)) if np.isfinite(hall).any() else 0.0,
         "completions": texts,
+        "per_face": {k: v.tolist() for k, v in per_face.items()},
     }
 
 

@@ -48,15 +48,25 @@ class DemoPreset:
     rl_beta: float = 0.0
     rl_iterations: int = 1  # GRPO's num_iterations: policy updates per batch of generations
     rl_max_completion: int = 200
+    rl_temperature: float = 1.0
+    rl_grounding_weight: float = 1.0  # reward_weights = (1, 1, this): format, answer, grounding
     eval_max_new_tokens: int = 200
     n_pictures: int = 4
     template_variety: float = 0.3
     seed: int = 0
+    #: ``ablation``: GRPO twice from the same SFT, with and without the grounding reward.
+    ablation: bool = False
+    #: The preset whose cached stages (faces .. SFT) this one shares ("": its own name).
+    cache_as: str = ""
 
     def key(self) -> str:
         """The cache folder's name, ``<name>-<hash>``: the RL and picture fields are left out."""
         d = dataclasses.asdict(self)
+        d["name"] = d.pop("cache_as") or d["name"]
         for k in (
+            "ablation",
+            "rl_temperature",
+            "rl_grounding_weight",
             "rl_steps",
             "rl_prompts",
             "rl_generations",
@@ -68,11 +78,14 @@ class DemoPreset:
         ):
             d.pop(k)
         h = hashlib.sha1(json.dumps([_CACHE_VERSION, d], sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.name}-{h}"
+        return f"{d['name']}-{h}"
 
 
 PRESETS: dict[str, DemoPreset] = {
     "default": DemoPreset(name="default"),
+    # the default demo's data and SFT (cached and shared), then GRPO with and without the
+    # AU-grounding reward from the same checkpoint, seed and steps
+    "ablation": DemoPreset(name="ablation", ablation=True, cache_as="default"),
     "smoke": DemoPreset(
         name="smoke",
         n_train=16,
@@ -90,6 +103,10 @@ PRESETS: dict[str, DemoPreset] = {
         n_pictures=2,
     ),
 }
+#: the ablation's path at toy size, on the smoke preset's cache (for CI)
+PRESETS["smoke-ablation"] = dataclasses.replace(
+    PRESETS["smoke"], name="smoke-ablation", ablation=True, cache_as="smoke"
+)
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:

@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tag_train.demo._ablation import ablation_report
 from tag_train.demo._base import base_model
 from tag_train.demo._evaluate import greedy_eval, mean_box_baseline, tower_probes
 from tag_train.demo._presets import PRESETS, PROMPT_STYLE, DemoPreset, cache_root
 from tag_train.demo._summary import (
+    compare_evals,
     demo_goals,
     draw_samples,
+    fmt_change,
     fmt_eval,
     fmt_rewards,
     load_average,
@@ -27,6 +30,11 @@ from tag_train.demo._summary import (
 )
 
 __all__ = ["main", "run_demo"]
+
+
+def _public(ev: dict[str, Any]) -> dict[str, Any]:
+    """A greedy evaluation without its completions and per-face arrays (for summary.json)."""
+    return {k: v for k, v in ev.items() if k not in ("completions", "per_face")}
 
 
 def _faces(root: Path, preset: DemoPreset) -> tuple[Any, Any]:
@@ -92,7 +100,32 @@ def _cpu_args(cls: Any, **kw: Any) -> Any:
     return cls(**base)
 
 
-def _sft(base: Path, traces_dir: Path, out: Path, metrics: Path, preset: DemoPreset) -> None:
+def _quiet_callbacks(verbose: bool, desc: str, show: dict[str, str]) -> list[Any]:
+    """One compact bar for the phase (per-step metrics go to the JSONL only), or none."""
+    from tag_train._callbacks import CompactProgressCallback
+
+    return [] if verbose else [CompactProgressCallback(desc, show)]
+
+
+def _quiet_libraries() -> None:
+    """Drop library chatter a demo user can't act on (``--verbose`` keeps it)."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    hf_logging.set_verbosity_error()
+
+
+def _sft(
+    base: Path,
+    traces_dir: Path,
+    out: Path,
+    metrics: Path,
+    preset: DemoPreset,
+    verbose: bool = False,
+) -> None:
     from trl import SFTConfig
 
     from tag_train._args import SFTScriptArguments
@@ -120,8 +153,89 @@ def _sft(base: Path, traces_dir: Path, out: Path, metrics: Path, preset: DemoPre
         save_total_limit=1,
         max_length=None,
     )
-    run_sft(args, targs)
+    run_sft(args, targs, callbacks=_quiet_callbacks(verbose, "SFT", {"loss": "loss"}))
     (out / "DONE").write_text("ok")
+
+
+def _rl_arm(
+    preset: DemoPreset,
+    cache: Path,
+    out: Path,
+    weights: tuple[float, float, float],
+    processor: Any,
+    eval_ds: Any,
+    ev_sft: dict[str, Any],
+    progress: bool,
+    verbose: bool,
+    label: str = "GRPO",
+) -> dict[str, Any]:
+    """GRPO from the cached SFT into ``out/rl`` with ``weights`` (format, answer, grounding),
+    then a greedy evaluation: ``{trainer, fifths, eval, vs_sft, seconds}``. The GRPO log lines
+    are appended to ``out/metrics.jsonl`` with ``"phase": "rl"``."""
+    from trl import GRPOConfig
+
+    from tag_train._args import RLScriptArguments
+    from tag_train.rl import run_rl
+
+    t = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    rl_metrics = out / "rl_metrics.jsonl"
+    gen = preset.rl_generations
+    rargs = RLScriptArguments(
+        model_name_or_path=str(cache / "sft"),
+        family="qwen2_vl",
+        dataset_path=str(cache / "traces"),
+        metrics_file=str(rl_metrics),
+        train_merger=preset.train_merger,
+    )
+    targs = _cpu_args(
+        GRPOConfig,
+        output_dir=str(out / "rl"),
+        max_steps=preset.rl_steps,
+        per_device_train_batch_size=preset.rl_prompts * gen,
+        num_generations=gen,
+        temperature=preset.rl_temperature,
+        learning_rate=preset.rl_lr,
+        lr_scheduler_type="constant",
+        beta=preset.rl_beta,
+        num_iterations=preset.rl_iterations,
+        max_completion_length=preset.rl_max_completion,
+        save_strategy="steps",
+        save_steps=max(5, preset.rl_steps // 4),
+        save_total_limit=1,
+        reward_weights=list(weights),
+        log_completions=False,
+        seed=preset.seed,
+    )
+    show = {
+        "reward": "reward",
+        "rewards/answer_reward/mean": "answer",
+        "rewards/grounding_reward/mean": "grounding",
+    }
+    trainer = run_rl(rargs, targs, callbacks=_quiet_callbacks(verbose, label, show))
+    seconds = {"rl": time.perf_counter() - t}
+    with open(out / "metrics.jsonl", "a") as fh:
+        for line in rl_metrics.read_text().splitlines():
+            fh.write(json.dumps({"phase": "rl", **json.loads(line)}) + "\n")
+    fifths = rl_fifths(out / "metrics.jsonl")
+    print(f"{label}: reward components (sampled, T={preset.rl_temperature}, weights {weights}):")
+    print("  start (first fifth): " + fmt_rewards(fifths["first_fifth"]))
+    print("  end   (last fifth):  " + fmt_rewards(fifths["last_fifth"]))
+    print("  change, 95% CI:      " + fmt_change(fifths["change"]))
+    t = time.perf_counter()
+    ev = greedy_eval(
+        trainer.model.eval(),
+        processor,
+        eval_ds,
+        preset.labels,
+        preset.eval_max_new_tokens,
+        progress,
+    )
+    seconds["eval"] = time.perf_counter() - t
+    print(f"greedy eval after {label}: " + fmt_eval(ev))
+    vs_sft = compare_evals(ev, ev_sft)
+    print("  minus after SFT, same faces, 95% CI: " + fmt_change(vs_sft))
+    return {"trainer": trainer, "fifths": fifths, "eval": ev, "vs_sft": vs_sft, "seconds": seconds}
 
 
 def run_demo(
@@ -130,22 +244,25 @@ def run_demo(
     cache_dir: str | os.PathLike[str] | None = None,
     *,
     progress: bool = True,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Run the demo; returns the summary also written to ``<run_dir>/summary.json``.
 
     Sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) when torch is not imported yet: on a small
     shared CPU, OpenMP's default spin-waiting makes each op wait out the other processes'
     time slices (a vision-tower step with 2 threads runs about 20x slower under load).
+
+    The terminal shows one progress bar per phase and each phase's result line; per-step
+    metrics go to ``metrics.jsonl``. ``verbose=True`` brings back the trainers' per-step log
+    dicts and the libraries' warnings.
     """
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import GRPOConfig
 
-    from tag_train._args import RLScriptArguments
-    from tag_train.rl import run_rl
-
+    if not verbose:
+        _quiet_libraries()
     t_start = time.perf_counter()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     run = Path(run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -168,7 +285,7 @@ def run_demo(
     times["warmup"] = time.perf_counter() - t
     t = time.perf_counter()
     sft_metrics = cache / "sft_metrics.jsonl"
-    _sft(cache / "base", cache / "traces", cache / "sft", sft_metrics, preset)
+    _sft(cache / "base", cache / "traces", cache / "sft", sft_metrics, preset, verbose)
     times["sft"] = time.perf_counter() - t
     if sft_metrics.exists():
         with open(metrics, "a") as fh:
@@ -197,64 +314,42 @@ def run_demo(
         f"{probes['class_mean_box_mean_iou']:.3f})"
     )
 
-    t = time.perf_counter()
-    rl_dir = run / "rl"
-    rl_metrics = run / "rl_metrics.jsonl"
-    gen = preset.rl_generations
-    rargs = RLScriptArguments(
-        model_name_or_path=str(cache / "sft"),
-        family="qwen2_vl",
-        dataset_path=str(cache / "traces"),
-        metrics_file=str(rl_metrics),
-        train_merger=preset.train_merger,
-    )
-    targs = _cpu_args(
-        GRPOConfig,
-        output_dir=str(rl_dir),
-        max_steps=preset.rl_steps,
-        per_device_train_batch_size=preset.rl_prompts * gen,
-        num_generations=gen,
-        temperature=1.0,
-        learning_rate=preset.rl_lr,
-        lr_scheduler_type="constant",
-        beta=preset.rl_beta,
-        num_iterations=preset.rl_iterations,
-        max_completion_length=preset.rl_max_completion,
-        save_strategy="steps",
-        save_steps=max(5, preset.rl_steps // 4),
-        save_total_limit=1,
-        reward_weights=[1.0, 1.0, 1.0],
-        log_completions=False,
-    )
-    trainer = run_rl(rargs, targs)
-    times["rl"] = time.perf_counter() - t
-    with open(metrics, "a") as fh:
-        for line in rl_metrics.read_text().splitlines():
-            fh.write(json.dumps({"phase": "rl", **json.loads(line)}) + "\n")
-    fifths = rl_fifths(metrics)
-    print("RL reward components (sampled, T=1.0):")
-    print("  start (first fifth): " + fmt_rewards(fifths["first_fifth"]))
-    print("  end   (last fifth):  " + fmt_rewards(fifths["last_fifth"]))
-
-    t = time.perf_counter()
-    rl_model = trainer.model.eval()
-    ev_rl = greedy_eval(
-        rl_model, processor, eval_ds, preset.labels, preset.eval_max_new_tokens, progress
-    )
-    times["eval_rl"] = time.perf_counter() - t
-    print("greedy eval after RL:  " + fmt_eval(ev_rl))
+    weights = (1.0, 1.0, preset.rl_grounding_weight)
+    arm = _rl_arm(preset, cache, run, weights, processor, eval_ds, ev_sft, progress, verbose)
+    trainer, fifths, ev_rl, rl_vs_sft = arm["trainer"], arm["fifths"], arm["eval"], arm["vs_sft"]
+    times["rl"], times["eval_rl"] = arm["seconds"]["rl"], arm["seconds"]["eval"]
+    ablation = None
+    if preset.ablation:
+        t = time.perf_counter()
+        other = _rl_arm(
+            preset,
+            cache,
+            run / "no_grounding",
+            (1.0, 1.0, 0.0),
+            processor,
+            eval_ds,
+            ev_sft,
+            progress,
+            verbose,
+            label="GRPO without the grounding reward",
+        )
+        ablation = ablation_report(run, ev_sft, arm, other, weights)
+        times["ablation_arm"] = time.perf_counter() - t
 
     plot_rewards(metrics, run / "reward_curves.png")
     draw_samples(run, eval_ds, ev_rl, preset.labels, preset.n_pictures)
-    shutil.rmtree(rl_dir, ignore_errors=True) if preset.name == "smoke" else None
+    if preset.name.startswith("smoke"):  # toy checkpoints: nothing worth keeping
+        shutil.rmtree(run / "rl", ignore_errors=True)
+        shutil.rmtree(run / "no_grounding" / "rl", ignore_errors=True)
     times["total"] = time.perf_counter() - t_start
     summary = {
         "preset": dataclasses.asdict(preset),
         "cache": str(cache),
         "sft_cached": cached_sft,
         "vision_warmup": warm,
-        "eval_after_sft": {k: v for k, v in ev_sft.items() if k != "completions"},
-        "eval_after_rl": {k: v for k, v in ev_rl.items() if k != "completions"},
+        "eval_after_sft": _public(ev_sft),
+        "eval_after_rl": _public(ev_rl),
+        "rl_vs_sft": rl_vs_sft,
         "mean_box_baseline_iou_found": baseline,
         "tower_probes": probes,
         "rl_rewards": fifths,
@@ -262,6 +357,8 @@ def run_demo(
         "seconds": times,
         "load_average": load_average(),
     }
+    if ablation is not None:
+        summary["ablation"] = ablation
     summary["goals"] = demo_goals(summary)
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     share = summary["reward_share"].get("tag/reward_share", float("nan"))
@@ -270,6 +367,11 @@ def run_demo(
     print("demo goals (met only means something for the default preset):")
     for name, g in summary["goals"].items():
         print(f"  [{'met ' if g['met'] else 'MISS'}] {name}: {g['value']}")
+    if ablation is not None:
+        print("ablation goals (GRPO with the grounding reward vs without, same SFT and seed):")
+        for name, g in ablation["goals"].items():
+            print(f"  [{'met ' if g['met'] else 'MISS'}] {name}: {g['value']}")
+        print(f"  table: {run / 'ablation.md'}  figure: {run / 'ablation_curves.png'}")
     print(f"done in {times['total']:.0f}s -> {run}")
     return summary
 
@@ -279,13 +381,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tag-train rl", description="The built-in TAG demo (CPU)."
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="default: the demo (<= 15 min uncached); smoke: the same path at toy size (CI); "
+        "ablation: the default's cached SFT, then GRPO with and without the grounding reward",
+    )
     parser.add_argument("--run_dir", default=None, help="default: runs/demo-<timestamp>")
     parser.add_argument("--cache_dir", default=None, help="default: $TAG_CACHE or ./.tag-cache")
     parser.add_argument(
         "--no_cache", action="store_true", help="rebuild the cached faces/traces/SFT"
     )
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the trainers' per-step metrics and the libraries' warnings",
+    )
     args = parser.parse_args(argv or [])
     preset = PRESETS[args.preset]
     if args.seed is not None:
@@ -293,5 +406,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_cache:
         shutil.rmtree(cache_root(args.cache_dir) / preset.key(), ignore_errors=True)
     logging.basicConfig(level=logging.WARNING)
-    run_demo(preset, args.run_dir, args.cache_dir)
+    run_demo(preset, args.run_dir, args.cache_dir, verbose=args.verbose)
     return 0

@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "compare_evals",
     "demo_goals",
     "draw_samples",
+    "fmt_change",
     "fmt_eval",
     "fmt_rewards",
     "load_average",
@@ -20,16 +22,31 @@ __all__ = [
 ]
 
 
+def _ci(ci: dict[str, Any]) -> str:
+    if ci.get("mean") is None:
+        return "n/a"
+    return f"{ci['mean']:+.3f} [95% CI {ci['low']:+.3f}, {ci['high']:+.3f}]"
+
+
 def demo_goals(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The demo's goals, checked on a run's ``summary``: ``{goal: {met, value}}``.
 
-    A run that reused the cached SFT warm start is judged on the RL phase and the total only
-    as measured (the cached stages took no time).
+    A rise counts only when the bootstrap 95% CI of the difference lies above 0: sampled
+    rewards compare the last fifth of the GRPO steps with the first (two samples of steps),
+    greedy metrics compare the same held-out faces after RL and after SFT (paired). A run
+    that reused the cached SFT warm start is judged on the RL phase and the total only as
+    measured (the cached stages took no time).
     """
     s, r = summary["eval_after_sft"], summary["eval_after_rl"]
-    first, last = summary["rl_rewards"]["first_fifth"], summary["rl_rewards"]["last_fifth"]
+    change = summary["rl_rewards"]["change"]
+    greedy = summary.get("rl_vs_sft", {})
     total = summary["seconds"]["total"]
-    d_acc, d_iou = r["accuracy"] - s["accuracy"], r["mean_iou"] - s["mean_iou"]
+    d_acc = r["accuracy"] - s["accuracy"]
+
+    def above(ci: dict[str, Any]) -> bool:
+        return ci.get("low") is not None and ci["low"] > 0
+
+    iou, gf = greedy.get("mean_iou", {}), greedy.get("grounding", {})
     return {
         "total wall time <= 900 s": {"met": total <= 900.0, "value": f"{total:.0f} s"},
         "greedy after SFT: format >= 0.95, accuracy >= 0.70, mean IoU >= 0.70": {
@@ -37,24 +54,43 @@ def demo_goals(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "value": f"format {s['format']:.2f}, accuracy {s['accuracy']:.2f}, "
             f"mean IoU {s['mean_iou']:.3f}",
         },
-        "sampled format rate: last fifth of RL > first fifth": {
-            "met": last["format"] > first["format"],
-            "value": f"{first['format']:.3f} -> {last['format']:.3f}",
+        "sampled total reward rises over GRPO (last fifth - first fifth, CI above 0)": {
+            "met": above(change["total"]),
+            "value": _ci(change["total"]),
         },
-        "sampled total reward: last fifth of RL > first fifth": {
-            "met": last["total"] > first["total"],
-            "value": f"{first['total']:.3f} -> {last['total']:.3f}",
+        "sampled grounding reward rises over GRPO (last fifth - first fifth, CI above 0)": {
+            "met": above(change["grounding"]),
+            "value": _ci(change["grounding"]),
         },
-        "greedy after RL: accuracy and mean IoU fall by <= 0.03": {
-            "met": d_acc >= -0.03 and d_iou >= -0.03,
-            "value": f"accuracy {d_acc:+.3f}, mean IoU {d_iou:+.3f}",
+        "greedy after RL: mean IoU or grounding F rises (paired CI above 0), "
+        "accuracy falls by <= 0.03": {
+            "met": (above(iou) or above(gf)) and d_acc >= -0.03,
+            "value": f"mean IoU {_ci(iou)}, grounding F {_ci(gf)}, accuracy {d_acc:+.3f}",
         },
     }
 
 
-def rl_fifths(metrics_path: Path) -> dict[str, dict[str, float]]:
+def compare_evals(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Paired bootstrap CIs of ``after - before`` per greedy metric, over the same faces."""
+    from tag_model.stats import bootstrap_diff_ci
+
+    a, b = after["per_face"], before["per_face"]
+    names = {"correct": "accuracy", "grounding": "grounding", "mean_iou": "mean_iou"}
+    names["hallucination"] = "hallucination"
+    return {out: bootstrap_diff_ci(a[k], b[k], paired=True) for k, out in names.items()}
+
+
+def rl_fifths(metrics_path: Path) -> dict[str, dict[str, Any]]:
     """Mean sampled reward components (``format``, ``answer``, ``grounding``, ``total``) over
-    the first and the last fifth of the GRPO steps logged in ``metrics_path``."""
+    the first and the last fifth of the GRPO steps logged in ``metrics_path``, and under
+    ``change`` the difference (last - first) with its bootstrap 95% CI.
+
+    The CI resamples steps: each step's mean covers its own batch of prompts (and their
+    generations), so steps are independent units and the interval accounts for the
+    within-prompt correlation of a group's generations.
+    """
+    from tag_model.stats import bootstrap_diff_ci
+
     rows = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
     rows = [r for r in rows if r.get("phase") == "rl" and "reward" in r]
     keys = {
@@ -64,12 +100,20 @@ def rl_fifths(metrics_path: Path) -> dict[str, dict[str, float]]:
         "total": "reward",
     }
     n = max(1, len(rows) // 5)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for part, sel in (("first_fifth", rows[:n]), ("last_fifth", rows[-n:])):
         out[part] = {
             k: float(np.mean([r.get(v, np.nan) for r in sel])) if sel else float("nan")
             for k, v in keys.items()
         }
+    out["change"] = {
+        k: bootstrap_diff_ci(
+            [r.get(v, np.nan) for r in rows[-n:]],
+            [r.get(v, np.nan) for r in rows[:n]],
+            paired=False,
+        )
+        for k, v in keys.items()
+    }
     return out
 
 
@@ -78,13 +122,18 @@ def fmt_eval(ev: dict[str, Any]) -> str:
     return (
         f"format {ev['format']:.2f}  accuracy {ev['accuracy']:.2f}  mean IoU {ev['mean_iou']:.3f} "
         f"(AU recall {ev['au_recall']:.2f}, IoU when the AU is found {ev['iou_found']:.3f})  "
-        f"grounding reward {ev['grounding']:.3f}"
+        f"grounding F {ev['grounding']:.3f}  hallucinated AUs {ev.get('hallucination', 0):.3f}"
     )
 
 
 def fmt_rewards(d: dict[str, float]) -> str:
     """One printed line of reward components."""
     return "  ".join(f"{k} {v:.3f}" for k, v in d.items())
+
+
+def fmt_change(d: dict[str, Any]) -> str:
+    """One printed line of differences with their CIs."""
+    return "  ".join(f"{k} {_ci(v)}" for k, v in d.items())
 
 
 def load_average() -> list[float] | None:
