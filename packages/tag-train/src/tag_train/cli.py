@@ -4,6 +4,8 @@ Subcommands (each accepts ``--config file.yaml``; flags on the command line over
 
 * ``tag-train traces``: TAG-310K-style trace dataset (teacher + rejection sampling).
 * ``tag-train sft``: TRL ``SFTTrainer`` on a trace dataset (every ``SFTConfig`` flag works).
+* ``tag-train distill``: a small Flax NNX student (emotion, AU probabilities, AU boxes in one
+  forward pass) trained on a trace dataset (``tag_train.student``).
 * ``tag-train rl``: TRL ``GRPOTrainer`` with format, answer and AU-grounding rewards (every
   ``GRPOConfig`` flag works). With no arguments, or with ``--preset smoke|default`` (and only
   the demo's own flags), it runs the built-in CPU demo; any other call needs
@@ -206,6 +208,12 @@ def _merge(argv: list[str]) -> int:
     return 0
 
 
+def _distill(argv: list[str]) -> int:
+    from tag_train.student._cli import distill_main
+
+    return distill_main(argv, epilog=_EXIT_HELP, formatter_class=_Formatter)
+
+
 def _export(argv: list[str]) -> int:
     from trl import TrlParser
 
@@ -292,7 +300,7 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{traces,sft,rl,merge,export}")
+    sub = parser.add_subparsers(dest="command", metavar="{traces,sft,rl,merge,export,distill}")
     sub.add_parser(
         "traces", help="build a trace dataset (teacher + rejection sampling)", add_help=False
     )
@@ -308,6 +316,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "export", help="a trace dataset as verl / EasyR1 / OpenRLHF data", add_help=False
     )
+    sub.add_parser(
+        "distill",
+        help="a small Flax student (emotion, AUs, boxes in one pass) from traces",
+        add_help=False,
+    )
     return parser
 
 
@@ -320,7 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args else 2
     command, rest = args[0], args[1:]
-    handlers = {"traces": _traces, "sft": _sft, "rl": _rl, "merge": _merge, "export": _export}
+    handlers = {
+        "traces": _traces,
+        "sft": _sft,
+        "rl": _rl,
+        "merge": _merge,
+        "export": _export,
+        "distill": _distill,
+    }
     if command not in handlers:
         print(
             f"tag-train: error: unknown command {command!r}; choose from {', '.join(handlers)}",
