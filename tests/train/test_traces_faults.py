@@ -202,14 +202,12 @@ def test_requests_stream_at_full_concurrency(synth_ds, tmp_path):
             live["now"] -= 1
         return 200, completion(template_reply(body)), 0.0
 
-    cfg = TraceBuildConfig(**CFG, concurrency=8)
+    # chunk_size 4 was the old barrier (4 in flight at most); a streaming teacher ignores it
+    cfg = TraceBuildConfig(**CFG, concurrency=8, chunk_size=4)
     with ChatServer(behaviour) as srv, _teacher(srv, concurrency=8) as t:
-        t0 = time.perf_counter()
         s = build_traces(synth_ds, t, tmp_path / "s", cfg, progress=False)
-        wall = time.perf_counter() - t0
-    assert live["max"] == 8
-    # ideal: requests x 0.15 s / 8; generous for a shared 2-core machine
-    assert wall < 3.0 * s.requests * 0.15 / 8 + 2.0, (wall, s.requests)
+    assert live["max"] == 8 and s.requests >= 24
+    # (wall-clock throughput is measured by bench/bench_traces.py, not asserted here)
 
 
 def test_extra_body_and_rate_limit(synth_ds, tmp_path):

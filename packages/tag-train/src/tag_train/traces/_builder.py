@@ -360,18 +360,51 @@ class _RateLimiter:
 
 
 class _RecordFile:
-    """``records.jsonl`` opened once for appending; each record flushed and fsynced."""
+    """``records.jsonl`` appended by one writer thread: each finished face is queued at once
+    and written, flushed and fsynced with whatever else finished meanwhile (group commit),
+    so the coordinating thread never waits on the disk.
+
+    A kill -9 loses at most the records still queued (those faces are simply built again by
+    the next run); a torn last line is repaired by :func:`load_records`.
+    """
 
     def __init__(self, path: Path) -> None:
         self._fh = path.open("a", encoding="utf-8")
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="trace-records", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        done = False
+        while not done:
+            lines = [self._q.get()]
+            while True:
+                try:
+                    lines.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            done = None in lines
+            text = "".join(x for x in lines if x is not None)
+            if text and self._error is None:
+                try:
+                    self._fh.write(text)
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                except OSError as exc:  # disk full...: raised by write() / close()
+                    self._error = exc
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if self._error is not None:
+            raise self._error
+        self._q.put(json.dumps(record, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
         self._fh.close()
+        if self._error is not None:
+            raise self._error
 
 
 def _as_detector(detector: Any) -> Any:
@@ -778,6 +811,7 @@ def _record(
     if status == "kept":
         rec.update(
             trace=p.last_text,
+            size=list(p.image.size),
             teacher_prompt=p.last_user,
             teacher=teacher_name,
             teacher_meta={
@@ -844,7 +878,10 @@ def _assemble(
         if c in dataset.column_names
     ]
     base = dataset.select([r["index"] for r in kept]).select_columns(keep_cols)
-    sizes = [tuple(im.size) for im in base.select_columns(["image"])["image"]] if kept else []
+    if all("size" in r for r in kept):  # recorded at build time: no image decoding here
+        sizes = [tuple(int(v) for v in r["size"]) for r in kept]
+    else:
+        sizes = [tuple(im.size) for im in base.select_columns(["image"])["image"]]
     cache: dict[tuple[int, int], list[dict[str, str]]] = {}
     prompts = [
         cache.setdefault(sz, student_prompt(adapter, labels, sz, cfg.prompt_style)) for sz in sizes
