@@ -143,8 +143,9 @@ class TransformersGenerator(Generator):
         from tag_model.backbones import build_prompt_text
 
         texts = [build_prompt_text(self.processor, messages(im)) for im in images]
+        # one image list per prompt: Gemma 3 and SmolVLM processors count images per sample
         inputs = self.processor(
-            text=texts, images=list(images), padding=True, return_tensors="pt"
+            text=texts, images=[[im] for im in images], padding=True, return_tensors="pt"
         ).to(self.device)
         torch.manual_seed(self.seed)
         tok = getattr(self.processor, "tokenizer", self.processor)

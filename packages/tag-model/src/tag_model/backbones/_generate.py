@@ -63,7 +63,10 @@ def generate_completions(
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only batched generation pads on the left
     try:
-        inputs = processor(text=prompts, images=images, return_tensors="pt", padding=True)
+        # one image list per prompt: Gemma 3 and SmolVLM processors count images per sample
+        inputs = processor(
+            text=prompts, images=[[im] for im in images], return_tensors="pt", padding=True
+        )
     finally:
         tokenizer.padding_side = old_side
     device = next(model.parameters()).device
