@@ -1,4 +1,8 @@
-"""tag_model.backbones: families, coordinate conventions, prompts, freezing, tiny VLMs."""
+"""tag_model.backbones: families, coordinate conventions, prompts, freezing, tiny VLMs.
+
+These tests cover the Qwen-VL families; the four tiling families (InternVL, LLaVA-OneVision,
+Gemma 3, SmolVLM) are covered in ``test_backbones_families.py``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from tag_model.backbones import (
     FAMILIES,
+    QWEN_FAMILIES,
     BackboneAdapter,
     BackboneNotFoundError,
     LoraSpec,
@@ -45,7 +50,7 @@ RELATIVE = ("qwen2_vl", "qwen3_vl")
 @pytest.fixture(scope="module")
 def tiny() -> dict[str, tuple]:
     """One tiny model + processor per family, built once for the module."""
-    return {fam: make_tiny_vlm(fam, seed=0) for fam in FAMILIES}
+    return {fam: make_tiny_vlm(fam, seed=0) for fam in QWEN_FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +70,8 @@ def _grid_tokens(processor, image: Image.Image) -> tuple[int, int, int]:
 
 # --------------------------------------------------------------------------- families
 def test_families_and_aliases() -> None:
-    assert FAMILIES == ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+    assert QWEN_FAMILIES == ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+    assert (*QWEN_FAMILIES, "internvl", "llava_onevision", "gemma3", "smolvlm") == FAMILIES
     assert resolve_family("Qwen2.5-VL") == "qwen2_5_vl"
     assert resolve_family("qwen2-vl") == "qwen2_vl"
     assert resolve_family("Qwen3VL") == "qwen3_vl"
@@ -80,7 +86,7 @@ def test_unknown_family_refused_with_list(bad: str) -> None:
             call(bad)
         msg = str(info.value)
         assert repr(bad) in msg
-        for fam in FAMILIES:
+        for fam in QWEN_FAMILIES:
             assert fam in msg
 
 
@@ -93,7 +99,7 @@ def test_unknown_model_type_in_checkpoint_refused(tmp_path: Path) -> None:
     with pytest.raises(UnknownFamilyError) as info:
         load_backbone(tmp_path)
     assert "'llama'" in str(info.value)
-    assert all(f in str(info.value) for f in FAMILIES)
+    assert all(f in str(info.value) for f in QWEN_FAMILIES)
     with pytest.raises(UnknownFamilyError):
         detect_family({"model_type": "llava"})
 
@@ -122,7 +128,7 @@ def test_known_values() -> None:
     )
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 @pytest.mark.parametrize(
     "size", [(112, 112), (80, 120), (37, 301), (640, 480), (1920, 1080), (3000, 200)]
 )
@@ -143,7 +149,7 @@ _sizes = st.tuples(st.integers(16, 2000), st.integers(16, 2000)).filter(
 
 @settings(max_examples=60, deadline=None)
 @given(
-    family=st.sampled_from(FAMILIES),
+    family=st.sampled_from(QWEN_FAMILIES),
     size=_sizes,
     frac=st.lists(st.floats(0, 1), min_size=4, max_size=4),
 )
@@ -169,7 +175,7 @@ def test_round_trip_within_one_pixel(family: str, size: tuple[int, int], frac: l
 
 @settings(max_examples=30, deadline=None)
 @given(
-    family=st.sampled_from(FAMILIES),
+    family=st.sampled_from(QWEN_FAMILIES),
     sizes=st.lists(_sizes, min_size=1, max_size=5),
     k=st.integers(1, 4),
     seed=st.integers(0, 2**16),
@@ -189,7 +195,7 @@ def test_batched_matches_per_row(family: str, sizes, k: int, seed: int) -> None:
     np.testing.assert_allclose(back, boxes, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_garbage_numbers_never_raise(family: str) -> None:
     ad = get_adapter(family)
     bad = np.array(
@@ -230,7 +236,7 @@ def test_adapter_follows_processor(tiny) -> None:
 
 
 # --------------------------------------------------------------------------- prompts
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_grounded_messages(family: str, face: Image.Image) -> None:
     msgs = build_messages(face, LABELS, family=family)
     assert [m["role"] for m in msgs] == ["user"]
@@ -285,7 +291,7 @@ def test_zero_shot_and_system_and_label_spaces() -> None:
         build_messages(None, [])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_chat_template_with_image(tiny, family: str, face: Image.Image) -> None:
     _, processor = tiny[family]
     text = build_prompt_text(processor, build_messages(face, LABELS, family=family))
@@ -302,7 +308,7 @@ def test_chat_template_with_image(tiny, family: str, face: Image.Image) -> None:
 
 
 # --------------------------------------------------------------------------- tiny VLM
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_tiny_vlm_shape(tiny, family: str) -> None:
     model, processor = tiny[family]
     n = sum(p.numel() for p in model.parameters())
@@ -347,7 +353,7 @@ def test_tiny_vlm_is_seeded() -> None:
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_tiny_vlm_generates_and_output_parses(tiny, family: str, face: Image.Image) -> None:
     parse_trace = _parse_trace()
     model, processor = tiny[family]
@@ -369,7 +375,7 @@ def _parse_trace():
     return grounding.parse_trace
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_boxes_written_in_model_space_parse_back_to_pixels(family: str) -> None:
     """A trace written with adapter.from_pixels parses and converts back within one pixel."""
     parse_trace = _parse_trace()
@@ -392,7 +398,7 @@ def test_boxes_written_in_model_space_parse_back_to_pixels(family: str) -> None:
 
 
 # --------------------------------------------------------------------------- round trip
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_auto_classes_load_tiny_back(tiny, family: str, face: Image.Image, tmp_path: Path) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -420,7 +426,7 @@ def test_auto_classes_load_tiny_back(tiny, family: str, face: Image.Image, tmp_p
     with torch.no_grad():
         assert torch.equal(m3(**a).logits, la)
     with pytest.raises(ValueError, match="requested"):
-        load_backbone(tmp_path, family=next(f for f in FAMILIES if f != family))
+        load_backbone(tmp_path, family=next(f for f in QWEN_FAMILIES if f != family))
 
 
 def test_make_tiny_vlm_save_dir(tmp_path: Path) -> None:
@@ -460,7 +466,7 @@ def test_missing_hub_id_offline_says_how_to_download(monkeypatch, tmp_path: Path
 
 
 # --------------------------------------------------------------------------- freezing
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_freeze_full(family: str) -> None:
     model, _ = make_tiny_vlm(family)
     report = freeze_for_training(model)
@@ -483,7 +489,7 @@ def test_freeze_full(family: str) -> None:
     assert r2.by_part["merger"].trainable == 0 and r2.trainable < report.trainable
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_freeze_with_lora(family: str, face: Image.Image) -> None:
     from peft import PeftModel
 
@@ -561,10 +567,10 @@ def test_really_without_torchvision(tmp_path: Path) -> None:
         import numpy as np, torch
         from PIL import Image
         from transformers.utils import is_torchvision_available
-        from tag_model.backbones import FAMILIES, make_tiny_vlm, load_backbone, build_messages, build_prompt_text
+        from tag_model.backbones import QWEN_FAMILIES, make_tiny_vlm, load_backbone, build_messages, build_prompt_text
         assert not is_torchvision_available()
         img = Image.fromarray(np.full((112, 112, 3), 90, np.uint8))
-        for fam in FAMILIES:
+        for fam in QWEN_FAMILIES:
             m, p = make_tiny_vlm(fam, save_dir={str(tmp_path)!r} + "/" + fam)
             x = p(text=[build_prompt_text(p, build_messages(img, ["happiness"]))], images=[img], return_tensors="pt")
             m2, p2, ad = load_backbone({str(tmp_path)!r} + "/" + fam)
@@ -592,7 +598,7 @@ def test_math_sanity_of_relative_scale() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
 def test_tiny_vlm_on_cuda_bf16(family: str, face: Image.Image) -> None:
     """bf16 on the GPU: generation runs, and box conversion keeps CUDA tensors on device."""
     if not torch.cuda.is_available():

@@ -1,10 +1,12 @@
-"""VLM backbones for TAG: Qwen2-VL, Qwen2.5-VL and Qwen3-VL.
+"""VLM backbones for TAG: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL, LLaVA-OneVision, Gemma 3
+and SmolVLM.
 
 - :func:`load_backbone` loads a checkpoint (local folder or hub id) through the
   transformers Auto classes and returns ``(model, processor, adapter)``.
 - :class:`BackboneAdapter` (:func:`get_adapter`) converts boxes between the family's text
-  coordinate space and image pixels (0-1000 relative for Qwen2-VL / Qwen3-VL; pixels of
-  the resized input for Qwen2.5-VL).
+  coordinate space and image pixels (0-1000 relative for Qwen2-VL / Qwen3-VL and the four
+  tiling families; pixels of the resized input for Qwen2.5-VL), and reports how the
+  family's processor tiles an image (:meth:`BackboneAdapter.tile_grid`).
 - :func:`build_messages` / :func:`build_prompt_text` build the grounded (or zero-shot)
   prompt with the image and the label set.
 - :func:`freeze_for_training` applies the freezing policy (vision frozen; projector and
@@ -21,6 +23,7 @@ Importing this package is cheap: transformers, peft and torch load on first use.
 from ._coords import BackboneAdapter, get_adapter
 from ._families import (
     FAMILIES,
+    QWEN_FAMILIES,
     FamilySpec,
     UnknownFamilyError,
     detect_family,
@@ -68,6 +71,7 @@ __all__ = [
     "FAMILIES",
     "PARTS",
     "PROMPT_STYLES",
+    "QWEN_FAMILIES",
     "SETTINGS_FILE",
     "TINY_SPECIAL_TOKENS",
     "BackboneAdapter",
