@@ -673,3 +673,105 @@ def test_label_space_errors(rafdb):
         load_rafdb(rafdb, label_space="imagenet")
     with pytest.raises(ValueError, match="at least one"):
         load_rafdb(rafdb, label_space=[])
+
+
+# ---------------------------------------------------------------- newer / generated layouts
+
+
+def _jpg(path: Path, size: int = 64) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (120, 90, 80)).save(path, "JPEG")
+
+
+@pytest.fixture
+def affectnet_npy(tmp_path):
+    """The newer AffectNet release: train_set/images + annotations/<id>_{exp,lnd,val,aro}.npy."""
+    root = tmp_path / "AffectNetNew"
+    rng = np.random.default_rng(0)
+    codes = {"0": "1", "1": "7", "2": "3", "10": "9"}  # 9 (uncertain) is always dropped
+    for split in ("train_set", "val_set"):
+        ann = root / split / "annotations"
+        ann.mkdir(parents=True)
+        for sid, code in codes.items():
+            _jpg(root / split / "images" / f"{sid}.jpg")
+            np.save(ann / f"{sid}_exp.npy", np.array(code))  # stored as a string, as released
+            np.save(ann / f"{sid}_lnd.npy", (rng.uniform(5, 60, 136)).astype(np.float32))
+            np.save(ann / f"{sid}_val.npy", np.array("0.25"))
+            np.save(ann / f"{sid}_aro.npy", np.array("-0.5"))
+    return root
+
+
+def test_affectnet_newer_npy_release(affectnet_npy):
+    ds, rep = load_affectnet(
+        affectnet_npy, "train", classes=8, extra_columns=True, return_report=True
+    )
+    assert ds["path"] == [f"train_set/images/{i}.jpg" for i in ("0", "1", "2")]  # sorted ids
+    assert ds["label"] == ["happiness", "contempt", "surprise"]
+    assert ds["label_id"] == [AFFECTNET8.id_of(x) for x in ds["label"]]
+    lm = np.load(affectnet_npy / "train_set" / "annotations" / "0_lnd.npy").reshape(68, 2)
+    np.testing.assert_allclose(np.asarray(ds[0]["landmarks"]), lm, rtol=1e-6)
+    assert ds[0]["valence"] == pytest.approx(0.25) and ds[0]["arousal"] == pytest.approx(-0.5)
+    assert ds[0]["face_box"] == [0.0, 0.0, 64.0, 64.0]
+    assert rep.rows == 4 and sum(rep.dropped.values()) == 1
+    seven = load_affectnet(affectnet_npy, "val")  # 7 classes: contempt dropped
+    assert seven["label"] == ["happiness", "surprise"]
+    via = load_fer_dataset("affectnet", affectnet_npy, "train", label_space="affectnet8")
+    assert "contempt" in via["label"]
+
+
+def test_affectnet_newer_release_bad_annotation(affectnet_npy):
+    ann = affectnet_npy / "train_set" / "annotations"
+    np.save(ann / "1_lnd.npy", np.zeros(10, dtype=np.float32))
+    with pytest.raises(DatasetFormatError, match=r"1_lnd\.npy.*136 values"):
+        load_affectnet(affectnet_npy, "train", classes=8)
+    (ann / "0_exp.npy").unlink()  # id 0 is read first
+    with pytest.raises(DatasetFormatError, match=r"0_exp\.npy.*missing expression"):
+        load_affectnet(affectnet_npy, "train", classes=8)
+
+
+@pytest.fixture
+def ferplus_generated(tmp_path):
+    """FERPlus as Microsoft's generate_training_data.py writes it."""
+    root = tmp_path / "FERPlusGen"
+    rows = {
+        "FER2013Train": [
+            ("fer0000000.png", "4,0,0,1,3,2,0,0,0,0"),  # no majority (4 of 10): dropped
+            ("fer0000001.png", "0,10,0,0,0,0,0,0,0,0"),  # happiness
+            ("fer0000002.png", "0,0,0,0,0,0,0,7,1,0"),  # contempt
+        ],
+        "FER2013Valid": [("fer0028710.png", "9,1,0,0,0,0,0,0,0,0")],  # neutral
+        "FER2013Test": [("fer0032220.png", "0,0,0,0,0,0,0,0,0,10")],  # NF: dropped
+    }
+    for folder, items in rows.items():
+        d = root / folder
+        d.mkdir(parents=True)
+        lines = []
+        for name, votes in items:
+            Image.new("L", (48, 48), 128).save(d / name)
+            lines.append(f'{name},"(0, 0, 48, 48)",{votes}')
+        (d / "label.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_ferplus_generator_layout(ferplus_generated):
+    ds, rep = load_ferplus(ferplus_generated, "train", return_report=True)
+    assert ds["path"] == ["FER2013Train/fer0000001.png", "FER2013Train/fer0000002.png"]
+    assert ds["label"] == ["happiness", "contempt"]
+    assert ds["label_id"] == [FERPLUS.id_of("happiness"), FERPLUS.id_of("contempt")]
+    assert ds[0]["image"].size == (48, 48)
+    assert rep.rows == 3 and rep.dropped == {"no_majority": 1}
+    assert load_fer_dataset("ferplus", ferplus_generated, "valid")["label"] == ["neutral"]
+    assert len(load_ferplus(ferplus_generated, "all")) == 3
+    (ferplus_generated / "FER2013Train" / "fer0000002.png").unlink()
+    with pytest.raises(DatasetImageError):
+        load_ferplus(ferplus_generated, "train")
+    assert len(load_ferplus(ferplus_generated, "train", skip_missing=True)) == 1
+
+
+def test_ferplus_generator_layout_bad_votes(ferplus_generated):
+    label = ferplus_generated / "FER2013Valid" / "label.csv"
+    label.write_text('fer0028710.png,"(0, 0, 48, 48)",9,x,0,0,0,0,0,0,0,0\n')
+    with pytest.raises(
+        DatasetFormatError, match=r"label\.csv, line 1: vote count 'happiness'.*'x'"
+    ):
+        load_ferplus(ferplus_generated, "valid")

@@ -7,6 +7,7 @@ import itertools
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import datasets as hf
 import numpy as np
@@ -49,6 +50,8 @@ _FILES = {
     "test": "validation.csv",
 }
 _LIST_DIRS = ("", "Manually_Annotated_file_lists")
+_SET_DIRS = {"training.csv": "train_set", "validation.csv": "val_set"}
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
 def _number(path: Path, line: int, column: str, text: str) -> float:
@@ -96,7 +99,20 @@ def load_affectnet(
     are absolute, or are symlinks leading out of it are refused (:class:`UnsafePathError`).
 
     ``landmarks`` are the file's 68 points (pixels of the full image in ``images_dir``; None
-    where the field is empty). ``extra_columns=True`` adds ``face_box`` (xyxy float32 from
+    where the field is empty).
+
+    **Newer release** (per-image NumPy files, 224x224 face crops): when no list CSV is found,
+    ``root/train_set`` (``split="train"``) or ``root/val_set`` (validation) is read instead::
+
+        train_set/images/<id>.jpg
+        train_set/annotations/<id>_exp.npy   # expression code 0-7, as a string or number
+        train_set/annotations/<id>_lnd.npy   # 136 values x1,y1,...,x68,y68 (crop pixels)
+        train_set/annotations/<id>_val.npy   # valence
+        train_set/annotations/<id>_aro.npy   # arousal
+
+    Rows are in sorted ``<id>`` order; ``landmarks`` come from ``_lnd.npy`` (so dlib is not
+    needed); ``face_box`` (with ``extra_columns``) is the whole image. A missing or
+    unreadable annotation raises :class:`DatasetFormatError` naming the file. ``extra_columns=True`` adds ``face_box`` (xyxy float32 from
     ``face_x/face_y/face_width/face_height``), ``valence`` and ``arousal``.
 
     A file without the header row is read in the column order above. Every row is validated, kept or not: a malformed row raises :class:`DatasetFormatError`
@@ -114,9 +130,22 @@ def load_affectnet(
     root_p = Path(root).resolve()
     candidates = [root_p / d / _FILES[key] for d in _LIST_DIRS]
     csv_path = next((p for p in candidates if p.is_file()), None)
+    set_dir = root_p / _SET_DIRS[_FILES[key]]
+    if csv_path is None and (set_dir / "annotations").is_dir():
+        return _load_npy_release(
+            root_p,
+            set_dir,
+            space,
+            wanted,
+            extra_columns=extra_columns,
+            skip_missing=skip_missing,
+            verify_images=verify_images,
+            return_report=return_report,
+        )
     if csv_path is None:
         raise FileNotFoundError(
-            f"AffectNet list not found: tried {', '.join(str(p) for p in candidates)}"
+            f"AffectNet list not found: tried {', '.join(str(p) for p in candidates)}, "
+            f"and no {set_dir / 'annotations'} (the newer per-image .npy release)"
         )
     img_root = (root_p / images_dir).resolve()  # may itself be a symlink (big image store)
     report = LoadReport(
@@ -211,6 +240,115 @@ def load_affectnet(
         space=space,
         report=report,
         root=img_root,
+        skip_missing=skip_missing,
+        verify_images=verify_images,
+        extra_features=extra,
+    )
+    return (ds, report) if return_report else ds
+
+
+def _npy_value(path: Path, what: str) -> np.ndarray:
+    """A ``.npy`` annotation as a float array (strings such as ``'3'`` or ``'0.25'`` too)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DatasetFormatError(path, 1, "", f"missing {what} annotation file") from None
+    except (OSError, ValueError) as exc:
+        raise DatasetFormatError(path, 1, "", f"unreadable {what} .npy file: {exc}") from None
+    try:
+        out = np.asarray(arr, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise DatasetFormatError(path, 1, arr, f"{what} must be numeric") from None
+    if out.size == 0 or not np.isfinite(out).all():
+        raise DatasetFormatError(path, 1, arr, f"{what} must be finite numbers")
+    return out
+
+
+def _load_npy_release(
+    root: Path,
+    set_dir: Path,
+    space: Any,
+    wanted: Any,
+    *,
+    extra_columns: bool,
+    skip_missing: bool,
+    verify_images: bool,
+    return_report: bool,
+) -> hf.Dataset | tuple[hf.Dataset, LoadReport]:
+    """The newer AffectNet release: ``<set>/images/<id>.jpg`` + ``<set>/annotations/*.npy``."""
+    img_dir, ann_dir = set_dir / "images", set_dir / "annotations"
+    if not img_dir.is_dir():
+        raise FileNotFoundError(f"AffectNet images folder not found: {img_dir}")
+    report = LoadReport(
+        source="affectnet",
+        split="train" if set_dir.name == "train_set" else "validation",
+        files=[str(ann_dir)],
+    )
+    extra = (
+        hf.Features(
+            {
+                "face_box": hf.List(hf.Value("float32"), length=4),
+                "valence": hf.Value("float32"),
+                "arousal": hf.Value("float32"),
+            }
+        )
+        if extra_columns
+        else None
+    )
+    images = sorted(
+        (p for p in img_dir.iterdir() if p.suffix.lower() in _IMAGE_EXTS), key=lambda p: p.stem
+    )
+    records: list[Record] = []
+    for img in images:
+        sid = img.stem
+        exp_path = ann_dir / f"{sid}_exp.npy"
+        code_f = float(_npy_value(exp_path, "expression")[0])
+        code = int(code_f)
+        if code != code_f or code not in AFFECTNET_CODES:
+            raise DatasetFormatError(exp_path, 1, code_f, "expression must be an integer code 0-10")
+        lnd_path = ann_dir / f"{sid}_lnd.npy"
+        lm = None
+        if lnd_path.exists():
+            flat = _npy_value(lnd_path, "landmarks")
+            if flat.size != 136:
+                raise DatasetFormatError(
+                    lnd_path, 1, f"{flat.size} values", "landmarks must hold 136 values (68 x,y)"
+                )
+            lm = flat.astype(np.float32).reshape(68, 2)
+        valence = float(_npy_value(ann_dir / f"{sid}_val.npy", "valence")[0])
+        arousal = float(_npy_value(ann_dir / f"{sid}_aro.npy", "arousal")[0])
+        rel = f"{set_dir.name}/images/{img.name}"
+        report.rows += 1
+        if code not in space.file_codes:
+            report.drop(AFFECTNET_CODES[code])
+            continue
+        label = space.name_of_code(code)
+        w = h = 0.0
+        if extra_columns:
+            from PIL import Image
+
+            with Image.open(img) as im:
+                w, h = (float(v) for v in im.size)
+        records.append(
+            Record(
+                image=str(img),
+                label=label,
+                label_id=space.id_of(label),
+                landmarks=lm,
+                path=rel,
+                line=None,
+                check=img,
+                extra={"face_box": [0.0, 0.0, w, h], "valence": valence, "arousal": arousal},
+            )
+        )
+    if wanted is not None:
+        records = restrict_to_space(records, wanted, report)
+        space = wanted
+    ds = build_dataset(
+        records,
+        space=space,
+        report=report,
+        root=root,
         skip_missing=skip_missing,
         verify_images=verify_images,
         extra_features=extra,

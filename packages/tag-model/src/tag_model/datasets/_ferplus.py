@@ -52,6 +52,7 @@ _USAGE = {
 }
 _SPLIT_NAME = {"Training": "train", "PublicTest": "valid", "PrivateTest": "test", None: "all"}
 _SIDE = 48
+_GEN_DIRS = {"Training": "FER2013Train", "PublicTest": "FER2013Valid", "PrivateTest": "FER2013Test"}
 
 
 def ferplus_label(votes: np.ndarray | list[int], rule: str = "majority") -> tuple[str | None, str]:
@@ -134,6 +135,7 @@ def load_ferplus(
     fer2013_csv: str | os.PathLike[str] | None = None,
     ferplus_csv: str | os.PathLike[str] | None = None,
     label_space: LabelSpaceArg = None,
+    skip_missing: bool = False,
     return_report: bool = False,
 ) -> hf.Dataset | tuple[hf.Dataset, LoadReport]:
     """Read FERPlus (8 classes) into a ``datasets.Dataset``.
@@ -159,6 +161,17 @@ def load_ferplus(
     Images are 48x48 grayscale PNG bytes; ``path`` is the FERPlus image name
     (``fer0000000.png``); ``landmarks`` is None.
 
+    **Generator layout.** When ``root/fer2013.csv`` is absent, the folders written by
+    Microsoft's ``generate_training_data.py`` are read instead::
+
+        root/FER2013Train/label.csv   # fer0000000.png,"(0, 0, 48, 48)",4,0,0,1,3,2,0,0,0,0
+        root/FER2013Train/fer0000000.png ...
+        root/FER2013Valid/...  root/FER2013Test/...
+
+    (``label.csv``: image name, face rectangle, then the ten vote counts in
+    :data:`FERPLUS_VOTE_COLUMNS` order; no header). ``path`` is ``FER2013Train/<name>``;
+    ``skip_missing`` skips rows whose PNG is missing or corrupt (counted), else they fail.
+
     Raises:
         DatasetFormatError: a malformed row (wrong pixel count, bad pixel, bad vote count,
             Usage values or row counts that disagree between the two files), naming the file,
@@ -173,6 +186,12 @@ def load_ferplus(
     root_p = Path(root).resolve()
     fer_path = Path(fer2013_csv) if fer2013_csv is not None else root_p / "fer2013.csv"
     new_path = Path(ferplus_csv) if ferplus_csv is not None else root_p / "fer2013new.csv"
+    if (
+        fer2013_csv is None
+        and not fer_path.is_file()
+        and any((root_p / d / "label.csv").is_file() for d in _GEN_DIRS.values())
+    ):
+        return _load_generated(root_p, usage, rule, label_space, skip_missing, return_report)
     for p in (fer_path, new_path):
         if not p.is_file():
             raise FileNotFoundError(f"FERPlus file not found: {p}")
@@ -268,5 +287,86 @@ def load_ferplus(
         root=root_p,
         skip_missing=False,
         verify_images=False,
+    )
+    return (ds, report) if return_report else ds
+
+
+def _load_generated(
+    root: Path,
+    usage: str | None,
+    rule: str,
+    label_space: LabelSpaceArg,
+    skip_missing: bool,
+    return_report: bool,
+) -> hf.Dataset | tuple[hf.Dataset, LoadReport]:
+    """FERPlus as ``generate_training_data.py`` writes it: ``FER2013<Split>/label.csv`` + PNGs."""
+    usages = [usage] if usage is not None else list(_GEN_DIRS)
+    dirs = [root / _GEN_DIRS[u] for u in usages]
+    for d in dirs:
+        if not (d / "label.csv").is_file():
+            raise FileNotFoundError(
+                f"FERPlus label file not found: {d / 'label.csv'} (generator layout; or put "
+                f"fer2013.csv and fer2013new.csv in {root})"
+            )
+    report = LoadReport(
+        source="ferplus", split=_SPLIT_NAME[usage], files=[str(d / "label.csv") for d in dirs]
+    )
+    records: list[Record] = []
+    for d in dirs:
+        path = d / "label.csv"
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not c.strip() for c in row):
+                    continue
+                name = row[0].strip()
+                if line == 1 and not name.lower().endswith(".png"):
+                    continue  # a header row
+                if len(row) not in (11, 12):
+                    raise DatasetFormatError(
+                        path,
+                        line,
+                        f"{len(row)} fields",
+                        "expected image name, face box, then 10 vote counts",
+                    )
+                votes = np.zeros(len(FERPLUS_VOTE_COLUMNS), dtype=np.int64)
+                for j, (col, text) in enumerate(zip(FERPLUS_VOTE_COLUMNS, row[-10:], strict=True)):
+                    text = text.strip()
+                    if not text.isdigit():
+                        raise DatasetFormatError(
+                            path, line, text, f"vote count {col!r} must be a non-negative integer"
+                        )
+                    votes[j] = int(text)
+                report.rows += 1
+                if not name:
+                    report.drop("no_image_name")
+                    continue
+                label, reason = ferplus_label(votes, rule)
+                if label is None:
+                    report.drop(reason)
+                    continue
+                img = d / name
+                records.append(
+                    Record(
+                        image=str(img),
+                        label=label,
+                        label_id=FERPLUS.id_of(label),
+                        landmarks=None,
+                        path=f"{d.name}/{name}",
+                        line=line,
+                        check=img,
+                        extra={"row": len(records)},
+                    )
+                )
+    space = resolve_label_space(label_space, FERPLUS)
+    records = restrict_to_space(records, space, report)
+    ds = build_dataset(
+        records,
+        space=space,
+        report=report,
+        root=root,
+        skip_missing=skip_missing,
+        verify_images=True,
     )
     return (ds, report) if return_report else ds
