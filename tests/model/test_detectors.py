@@ -177,3 +177,104 @@ def test_image_only_uses_dlib_landmarks() -> None:
     p = det.predict(image=data.astronaut())  # a real, smiling face with parted lips
     assert p[12] > 0.5 and p[25] > 0.5 and p[15] < 0.5 and p[4] < 0.5
     assert det.predict(image=np.full((96, 96, 3), 127, np.uint8)) == {}
+
+
+# ---------------------------------------------------------------- the shared --detector factory
+
+
+class EchoDetector:
+    """A ``module:Class`` detector for the factory test."""
+
+    supported_aus = (6, 12)
+
+    def predict(self, image=None, landmarks=None):
+        return {12: 0.9} if landmarks is not None else {}
+
+
+def test_factory_specs_and_one_call_shape(tmp_path) -> None:
+    from tag_model.detectors import LoadedDetector, load_detector
+
+    geo = load_detector("geometric")
+    assert isinstance(geo, LoadedDetector) and geo.thread_safe
+    assert geo.describe() == {"name": "geometric", "spec": "geometric", "settings": {}}
+    shape = expression_shape(NEUTRAL_SHAPE, {12: 1.0}) * 150
+    assert geo.predict(landmarks=shape, index=0, path="a.jpg")[12] > 0.99
+    assert geo.predict(image=None, landmarks=None) == {}
+    # one CSV: frame k is row k-1
+    csv = tmp_path / "seq.csv"
+    csv.write_text("frame, face_id, success, AU12_r, AU12_c\n1, 0, 1, 3.0, 1\n2, 0, 1, 0.0, 0\n")
+    one = load_detector(f"openface:{csv}")
+    assert one.describe()["settings"] == {
+        "path": str(csv.resolve()),
+        "layout": "one_csv_frame_per_row",
+    }
+    assert one.predict(index=0)[12] > 0.9 and one.predict(index=1)[12] < 0.1
+    assert one.predict(index=5) == {}
+    # a folder of per-image CSVs, named by the image stem
+    folder = tmp_path / "of"
+    folder.mkdir()
+    (folder / "img_7.csv").write_text("frame, success, AU04_r\n1, 1, 2.5\n")
+    per = load_detector(f"openface:{folder}")
+    assert per.predict(index=3, path="Image/aligned/img_7.jpg")[4] > 0.9
+    assert per.predict(index=4, path="Image/aligned/other.jpg") == {}
+    # module:Class
+    mod = load_detector("tests.model.test_detectors:EchoDetector")
+    assert mod.name == "tests.model.test_detectors:EchoDetector" and mod.supported_aus == (6, 12)
+    assert mod.predict(landmarks=shape) == {12: 0.9}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("dlib", "unknown detector 'dlib'; use 'geometric'"),
+        ("openface:", "openface needs a path"),
+        ("openface:/no/such/dir", "not found: /no/such/dir; run OpenFace 2.0 first"),
+        ("no_such_module_xyz:Det", "cannot import module 'no_such_module_xyz'"),
+        ("tests.model.test_detectors:Nope", "has no 'Nope'"),
+        ("pyfeat:fast", "pyfeat takes no argument"),
+    ],
+)
+def test_factory_bad_specs_are_named(spec: str, message: str) -> None:
+    from tag_model.detectors import DetectorSpecError, load_detector
+
+    with pytest.raises(DetectorSpecError, match=message.replace("(", r"\(")):
+        load_detector(spec)
+
+
+def test_factory_openface_folder_without_csvs_and_bad_csv(tmp_path) -> None:
+    from tag_model.detectors import DetectorSpecError, load_detector
+
+    with pytest.raises(DetectorSpecError, match=r"no \*\.csv in .*FeatureExtraction"):
+        load_detector(f"openface:{tmp_path}")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("frame, AU12_r\n1, high\n")
+    with pytest.raises(DetectorSpecError, match=r"cannot read OpenFace CSV .*bad\.csv:2"):
+        load_detector(f"openface:{bad}")
+
+
+def test_factory_pyfeat_not_installed_names_the_install(monkeypatch) -> None:
+    from tag_model.detectors import DetectorSpecError, load_detector
+
+    monkeypatch.setitem(sys.modules, "feat", None)  # import feat -> ImportError
+    with pytest.raises(DetectorSpecError, match=r"pip install py-feat.*model weights"):
+        load_detector("pyfeat")
+
+
+def test_factory_pyfeat_weights_absent_offline_names_the_download(monkeypatch) -> None:
+    """py-feat installed but its weights not cached and no network: its Detector() raises
+    (as huggingface_hub does offline); the error says what to download."""
+    from tag_model.detectors import DetectorSpecError, load_detector
+
+    class Detector:
+        def __init__(self, **kw) -> None:
+            raise OSError(
+                "We couldn't connect to 'https://huggingface.co' to load the files, and "
+                "couldn't find them in the cached files (py-feat/retinaface)."
+            )
+
+    monkeypatch.setitem(sys.modules, "feat", types.SimpleNamespace(Detector=Detector))
+    with pytest.raises(DetectorSpecError) as err:
+        load_detector("pyfeat")
+    msg = str(err.value)
+    assert "could not load its models (OSError" in msg and "huggingface.co" in msg
+    assert "downloads from the Hugging Face hub on first use" in msg
