@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 from tag_model.grounding import parse_trace
 from tag_train.teachers import ActivatedEntry, HFTeacher, TeacherRequest, TemplateTeacher
@@ -103,3 +104,43 @@ def test_hf_teacher_quantization_needs_bitsandbytes_and_cuda(tmp_path):
         pytest.skip("bitsandbytes and CUDA are both here")
     with pytest.raises(RuntimeError, match=r"--load_in_4bit.*(bitsandbytes|CUDA)"):
         HFTeacher.from_pretrained(str(tmp_path), load_in_4bit=True)
+
+
+def test_hf_teacher_in_the_builder_gets_left_padded_batches(synth_ds, tmp_path):
+    """A batching teacher (``batch_size > 1``) gets whole batches of ``chunk_size``, one at a
+    time (HFTeacher pads them on the left); random-weight garbage is a format rejection (content), never a teacher error."""
+    from tag_model.backbones import make_tiny_vlm
+    from tag_train.traces import TraceBuildConfig, build_traces
+
+    model, processor = make_tiny_vlm("qwen2_vl", text_layers=1, vision_depth=1)
+    t = HFTeacher(model, processor, max_new_tokens=4, do_sample=False, batch_size=8)
+    sizes = []
+    orig = t._batch
+
+    def spy(reqs):
+        sizes.append(len(reqs))
+        return orig(reqs)
+
+    t._batch = spy
+    cfg = TraceBuildConfig(
+        family="qwen2_vl", labels=LABELS, min_face_px=32, use_dlib=False, chunk_size=3,
+        max_format_retries=0, max_label_retries=0,
+    )  # fmt: skip
+    s = build_traces(synth_ds.select(range(6)), t, tmp_path / "hf", cfg, progress=False)
+    assert sizes == [3, 3]  # min(batch_size, chunk_size) per generate call
+    assert s.teacher_error == 0 and s.rejected_format + s.rejected_label + s.kept == 6
+
+
+@pytest.mark.gpu
+def test_hf_teacher_on_the_gpu_device_map_auto_and_dtype(tmp_path):
+    import torch
+    from tag_model.backbones import make_tiny_vlm
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    make_tiny_vlm("qwen2_vl", save_dir=tmp_path, text_layers=1, vision_depth=1)
+    t = HFTeacher.from_pretrained(str(tmp_path), dtype="bfloat16", max_new_tokens=4, batch_size=4)
+    assert {p.device.type for p in t.model.parameters()} == {"cuda"}  # device_map="auto"
+    assert {p.dtype for p in t.model.parameters()} == {torch.bfloat16}
+    replies = t.generate([_req(i) for i in range(5)])  # a batch of 4 (left padded), then 1
+    assert all("error" not in r.meta for r in replies), [r.meta for r in replies]
