@@ -206,3 +206,30 @@ def test_kill_9_three_times_at_random_points_then_rerun_is_identical(
     arrow = sorted(p.name for p in out.glob("data-*.arrow"))
     for name in arrow:  # the saved data files are byte-identical
         assert (out / name).read_bytes() == (ref / name).read_bytes()
+
+
+def test_readme_trace_section_commands_parse():
+    """README "Building traces at scale": the sharded build parses with tag-train's own
+    parser (vLLM teacher from the shipped YAML, OpenFace CSVs as the detector)."""
+    import re
+    import shlex
+
+    import tag_train
+    from tag_train._args import TracesArguments
+    from trl import TrlParser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Building traces at scale\n", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+    cfg = str(Path(tag_train.__file__).parent / "configs")
+    lines = [x for x in block.splitlines() if x.strip() and not x.startswith("#")]
+    build, combine = (shlex.split(x.replace("$CFG", cfg)) for x in lines)
+    assert build[:2] == ["tag-train", "traces"] and combine[:3] == [
+        "tag-train",
+        "traces",
+        "combine",
+    ]
+    (args,) = TrlParser((TracesArguments,)).parse_args_and_config(build[2:])
+    assert args.teacher == "openai" and args.detector.startswith("openface:")
+    assert parse_shard(args.shard) == (0, 2)
+    assert args.output_dir in combine[4:]
