@@ -320,3 +320,25 @@ def test_freezing_policy(tiny, family: str) -> None:
     assert lora.by_part["vision"].trainable == 0
     assert lora.by_part["merger"].trainable > 0  # the projector is a module to save
     assert not [n for n in names if "lora_" not in n and part_of(n) != "merger"]
+
+
+def test_readme_backbone_table_lists_every_family() -> None:
+    """README's backbone table: one row per family with its box convention and a source."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Backbones\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`") and cells[0] != "---":
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == set(FAMILIES)
+    for fam, (_, ckpt, convention, native, _, source) in rows.items():
+        spec = family_spec(fam)
+        assert ckpt.strip("`") == spec.example_checkpoint
+        want = "0-1000 relative" if spec.coord_space == "relative_1000" else "absolute pixels"
+        assert convention.startswith(want), (fam, convention)
+        if spec.native_box and fam not in QWEN_FAMILIES:
+            assert spec.native_box in native
+        assert "arXiv" in source or "model card" in source, (fam, source)
