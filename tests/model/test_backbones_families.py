@@ -225,6 +225,59 @@ def test_native_syntax_edge_cases_agree(box_text: str, ok: bool) -> None:
     assert int(batch.n_pairs[0]) == len(parsed.pairs())
 
 
+def test_native_rewrite_is_the_same_on_text_and_every_buffer() -> None:
+    """The same-length rewrite agrees on str, UTF-8 bytes, code points and torch tensors."""
+    from tag_model.grounding._native import normalise_native_boxes, normalise_native_text
+
+    parts = ["<box>[[", "]]</box>", "<BOX>[[", "]]</Box>", "[[", "]]", "<bbox>[", "]</bbox>",
+             "<box>[", "]]]</box>", "<box>[[[", "é", "→", "1, 2", " ", "\n", "<box>", "</box>"]  # fmt: skip
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        text = "".join(rng.choice(parts, size=int(rng.integers(0, 12))))
+        want = normalise_native_text(text)
+        assert len(want) == len(text)
+        utf8 = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        assert normalise_native_boxes(utf8).tobytes().decode("utf-8") == want
+        cps = np.array([ord(c) for c in text], dtype=np.uint32)
+        assert "".join(map(chr, normalise_native_boxes(cps.copy()).tolist())) == want
+        t = torch.from_numpy(utf8.copy())
+        assert bytes(normalise_native_boxes(t).numpy().tobytes()).decode("utf-8") == want
+    assert normalise_native_text("<box>[[1, 2, 3, 4]]</box>") == "<bbox>[1, 2, 3, 4]</bbox>"
+    assert normalise_native_text("<bbox>[[1]]</bbox>") == "<bbox>[[1]]</bbox>"
+
+
+@pytest.mark.slow  # about a minute under the Triton interpreter on a shared CPU
+def test_native_syntax_on_the_triton_token_path(monkeypatch) -> None:
+    """InternVL token ids through the Triton path (the interpreter without a GPU) agree with
+    the Numba path and parse_trace."""
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from tag_model.backbones._tiny_families import build_family_tokenizer
+    from tag_model.grounding import label_table, token_bytes
+    from tag_model.grounding._triton import parse_batch_cuda
+
+    tok = build_family_tokenizer("internvl")
+    texts = [_trace(NATIVE["internvl"]), _trace("<BOX>[[1, 2, 30, 40]]</BOX>"), "no trace"]
+    enc = [tok(t).input_ids for t in texts]
+    T = max(map(len, enc))
+    ids = np.full((len(enc), T), tok.pad_token_id, dtype=np.int64)
+    for i, row in enumerate(enc):
+        ids[i, : len(row)] = row
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    pb = parse_batch_cuda(
+        torch.from_numpy(ids).to(dev), token_bytes(tok), label_table(LABELS), 8,
+        tok.pad_token_id, None,
+    )  # fmt: skip
+    ref = parse_batch(ids, labels=LABELS, tokenizer=tok, max_pairs=8)
+    for k in ("pred_au", "pred_boxes", "n_pairs", "answer_id", "format_ok", "reason"):
+        got = getattr(pb, k)
+        got = got.cpu().numpy() if hasattr(got, "cpu") else np.asarray(got)
+        np.testing.assert_array_equal(got, getattr(ref, k), err_msg=k)
+    assert ref.format_ok.tolist() == [True, True, False]
+    assert ref.pred_boxes[1, 0].tolist() == [1.0, 2.0, 30.0, 40.0]
+    assert parse_trace(texts[1], labels=LABELS).pairs()[0] == (6, (1.0, 2.0, 30.0, 40.0))
+
+
 # --------------------------------------------------------------------------- tiny models
 @pytest.fixture(scope="module")
 def tiny() -> dict[str, tuple]:
