@@ -4,7 +4,9 @@ EasyR1's ``BatchFunctionRewardManager`` calls ``compute_score(reward_inputs, **k
 per batch with ``RewardInput`` dicts ``{"response", "response_length", "ground_truth"}`` and
 puts each returned dict's ``overall`` on the response's last token; every key is logged.
 (Contract read from hiyouga/EasyR1's ``verl/workers/reward/function.py`` and
-``examples/reward_function/math.py``; EasyR1 itself was not installed or run here.)
+``examples/reward_function/math.py``; EasyR1 is not on PyPI, and the slow test
+``tests/train/test_integrations_easyr1.py`` runs its ``AutoRewardManager`` from a checkout
+named by ``EASYR1_SRC``.)
 
 ``ground_truth`` is the dataset's answer column: the JSON string that
 ``tag-train export --format easyr1`` writes (see :class:`tag_train.integrations.GroundTruth`).
