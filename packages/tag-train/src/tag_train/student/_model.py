@@ -18,6 +18,7 @@ kernels' JAX backends), all in one jittable function.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,14 +145,21 @@ class StudentNet(nnx.Module):
 
 
 def create_student(config: StudentConfig, seed: int = 0) -> StudentNet:
-    """A freshly initialised :class:`StudentNet` (initialised in one jitted call: eagerly,
-    every initializer would compile on its own)."""
+    """A freshly initialised :class:`StudentNet`.
 
-    @nnx.jit
-    def make() -> StudentNet:
-        return StudentNet(config, rngs=nnx.Rngs(seed))
+    The weights are made in one jitted call, compiled once per config and process (eagerly,
+    every initializer would compile on its own).
+    """
+    graphdef, _ = nnx.split(abstract_student(config))
+    return nnx.merge(graphdef, _init_fn(config)(jax.random.key(seed)))
 
-    return make()
+
+@functools.cache
+def _init_fn(config: StudentConfig) -> Any:
+    def init(key: jax.Array) -> Any:
+        return nnx.state(StudentNet(config, rngs=nnx.Rngs(key)))
+
+    return jax.jit(init)
 
 
 def abstract_student(config: StudentConfig) -> StudentNet:

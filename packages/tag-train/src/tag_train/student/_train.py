@@ -4,6 +4,7 @@ resume it, and evaluate it on held-out faces."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -260,16 +261,38 @@ def _loss_fn(model: Any, batch: dict[str, Any], weights: dict[str, float]) -> tu
 
 
 def train_step_fn(weights: dict[str, float]) -> Callable[..., Any]:
-    """A jitted ``step(model, optimizer, batch) -> losses`` (updates both in place)."""
+    """A jitted ``step(model, optimizer, batch) -> losses`` (updates both in place); one per
+    set of loss weights and process, so later runs reuse its compilations."""
+    return _step_fn(tuple(sorted(weights.items())))
+
+
+@functools.cache
+def _step_fn(weights: tuple[tuple[str, float], ...]) -> Callable[..., Any]:
     from flax import nnx
+
+    w = dict(weights)
 
     def step(model: Any, optimizer: Any, batch: dict[str, Any]) -> Any:
         grad_fn = nnx.value_and_grad(_loss_fn, has_aux=True)
-        (_, parts), grads = grad_fn(model, batch, weights)
+        (_, parts), grads = grad_fn(model, batch, w)
         optimizer.update(model, grads)
         return parts
 
     return nnx.jit(step)
+
+
+@functools.cache
+def _optimizer(lr: float, warmup: int, max_steps: int, weight_decay: float) -> Any:
+    """AdamW with warm-up and cosine decay, clipped at global norm 1; one object per setting,
+    so that the jitted step (whose graph holds it) is reused by later runs in a process."""
+    import optax
+
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup, max(max_steps, warmup + 1), lr * 0.02
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay)
+    )
 
 
 def _shift(batch: dict[str, np.ndarray], rng: np.random.Generator, max_px: int) -> None:
@@ -308,7 +331,6 @@ def train_student(
     ``stop_after`` raises :class:`KeyboardInterrupt` after that step (tests: an interrupt).
     """
     import jax
-    import optax
     from flax import nnx
 
     from tag_train.student._checkpoint import (
@@ -320,13 +342,7 @@ def train_student(
 
     model = create_student(config, args.seed)
     warm = max(0, min(args.warmup_steps, args.max_steps - 1))
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, args.learning_rate, warm, max(args.max_steps, warm + 1), args.learning_rate * 0.02
-    )
-    tx = optax.chain(
-        optax.clip_by_global_norm(1.0),
-        optax.adamw(schedule, weight_decay=args.weight_decay),
-    )
+    tx = _optimizer(args.learning_rate, warm, args.max_steps, args.weight_decay)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     mngr = checkpoint_manager(out, max_to_keep=args.save_total_limit)
     start, trained_seconds = 0, 0.0
