@@ -135,6 +135,7 @@ def _last_text(body: dict[str, Any]) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     server: ChatServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as vLLM serves (every reply has a length)
 
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         pass
