@@ -208,7 +208,6 @@ def test_eval_runs_on_the_chain(chain: dict) -> None:
     assert n == run["n_dataset"] == 4
 
 
-@pytest.mark.slow
 def test_full_weights_chain(chain: dict) -> None:
     from tag_model.backbones import checkpoint_kind, load_backbone
 
