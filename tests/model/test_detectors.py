@@ -278,3 +278,18 @@ def test_factory_pyfeat_weights_absent_offline_names_the_download(monkeypatch) -
     msg = str(err.value)
     assert "could not load its models (OSError" in msg and "huggingface.co" in msg
     assert "downloads from the Hugging Face hub on first use" in msg
+
+
+def test_tag_eval_uses_the_factory_and_warns_on_another_detector(tmp_path) -> None:
+    from tag_eval._detectors import Detector, detector_mismatch
+    from tag_eval._records import EvalInputError
+
+    csv = tmp_path / "of.csv"
+    csv.write_text("frame, face_id, success, AU12_r, AU12_c\n1, 0, 1, 3.0, 1\n")
+    of = Detector(f"openface:{csv}")
+    assert of.describe()["name"] == "openface" and of.predict(None, None, 0, None)[12] > 0.9
+    msg = detector_mismatch("geometric", of)
+    assert msg and "'geometric'" in msg and f"openface:{csv}" in msg
+    assert detector_mismatch("openface", of) is None and detector_mismatch(None, of) is None
+    with pytest.raises(EvalInputError, match="unknown detector 'dlib'"):
+        Detector("dlib")
