@@ -351,6 +351,8 @@ def test_tiny_model_saves_loads_and_generates(tiny, family: str, tmp_path) -> No
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
     with pytest.raises(ValueError, match="family"):
         load_backbone(tmp_path, family="qwen2_vl")
+    with pytest.raises(ValueError, match=r"preprocessor_config\.json"):  # Qwen-only, else ignored
+        load_backbone(tmp_path, processor_kwargs={"max_pixels": 448 * 448})
 
 
 @pytest.mark.parametrize("family", NEW)

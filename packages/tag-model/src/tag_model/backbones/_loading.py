@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from ._coords import BackboneAdapter, get_adapter
-from ._families import FAMILIES, UnknownFamilyError, detect_family, family_spec, resolve_family
+from ._families import (
+    FAMILIES,
+    QWEN_FAMILIES,
+    UnknownFamilyError,
+    detect_family,
+    family_spec,
+    resolve_family,
+)
 
 __all__ = ["BackboneNotFoundError", "adapter_base_model", "load_backbone"]
 
@@ -69,6 +76,21 @@ def _download_hint(name_or_path: str, family: str | None, reason: str) -> str:
         f"then pass that folder: load_backbone({local!r}).\n"
         f"Known families: {', '.join(FAMILIES)}; for offline tests use make_tiny_vlm(family)."
     )
+
+
+_QWEN_ONLY_KWARGS = ("min_pixels", "max_pixels")
+
+
+def _check_processor_kwargs(family: str, processor_kwargs: dict[str, Any] | None) -> None:
+    """Refuse the Qwen-VL pixel budget for the other families, whose processors ignore it."""
+    bad = [k for k in _QWEN_ONLY_KWARGS if (processor_kwargs or {}).get(k) is not None]
+    if bad and family not in QWEN_FAMILIES:
+        raise ValueError(
+            f"{', '.join(bad)} set the Qwen-VL image processors' pixel budget; the "
+            f"{family_spec(family).display_name} processor would ignore them silently. Its image "
+            f"resolution is its tiling ({family_spec(family).tiling}), set in the checkpoint's "
+            "preprocessor_config.json"
+        )
 
 
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json")
@@ -194,6 +216,7 @@ def load_backbone(
             f"{name!r} is a {detected!r} checkpoint (config.model_type={config.model_type!r}), "
             f"but family={family!r} was requested"
         )
+    _check_processor_kwargs(detected, processor_kwargs)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             name, config=config, dtype=dtype, device_map=device_map, **kw

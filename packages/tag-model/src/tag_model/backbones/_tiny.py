@@ -391,6 +391,11 @@ def load_processor(name_or_path: str | Path, *, family: str | None = None, **kwa
     spec = family_spec(
         family if family is not None else detect_family(AutoConfig.from_pretrained(name_or_path))
     )
+    if spec.name not in QWEN_FAMILIES:
+        raise ImportError(
+            f"the {spec.display_name} processor needs torchvision for its video processor "
+            "(transformers' video processors use it); install torchvision"
+        )
     image_processor = AutoImageProcessor.from_pretrained(name_or_path, backend="pil", **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     template = getattr(tokenizer, "chat_template", None)
