@@ -355,6 +355,31 @@ def test_tiny_model_saves_loads_and_generates(tiny, family: str, tmp_path) -> No
         load_backbone(tmp_path, processor_kwargs={"max_pixels": 448 * 448})
 
 
+def test_internvl_grounding_tags_survive_skip_special_tokens(tmp_path) -> None:
+    """The released InternVL tokenizers add <box>/</box> as special tokens, which TRL's and
+    tag-eval's ``decode(skip_special_tokens=True)`` would drop; TAG's processors keep them."""
+    from tag_model.backbones import load_processor
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    text = "Inspect cheeks → raised → AU6 <ref>cheeks</ref><box>[[1, 2, 30, 40]]</box>"
+    _, processor = make_tiny_vlm("internvl", **TINY)
+    tok = processor.tokenizer
+    ids = tok(text).input_ids
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    # a folder whose tokenizer marks the tags special, as the released ones do
+    tags = [AddedToken(t, special=True, normalized=False) for t in ("<box>", "</box>")]
+    tok.add_tokens(tags, special_tokens=True)
+    processor.save_pretrained(tmp_path)
+    plain = AutoTokenizer.from_pretrained(tmp_path)
+    if "<box>" in plain.decode(ids, skip_special_tokens=True):
+        pytest.skip("this tokenizers version cannot re-mark an added token special")
+    assert plain.decode(ids, skip_special_tokens=True).endswith("[[1, 2, 30, 40]]")
+    again = load_processor(tmp_path)  # what load_backbone and tag-eval use
+    assert again.tokenizer.decode(ids, skip_special_tokens=True) == text
+    assert again.tokenizer(text).input_ids == ids
+
+
 @pytest.mark.parametrize("family", NEW)
 def test_freezing_policy(tiny, family: str) -> None:
     model, _ = make_tiny_vlm(family, seed=0, **TINY)

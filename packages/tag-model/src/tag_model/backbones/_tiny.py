@@ -372,7 +372,10 @@ def load_processor(name_or_path: str | Path, *, family: str | None = None, **kwa
     transformers' Qwen-VL processors need a video processor, and its video processors
     need torchvision. Where torchvision is absent, this loads the image processor with
     the PIL backend, the tokenizer and the chat template, and puts an image-only
-    placeholder in the video slot (video input then raises). ``family`` names the
+    placeholder in the video slot (video input then raises). An InternVL tokenizer's
+    grounding tags (``<box>``, ``</box>``, ``<ref>``, ...) are made ordinary tokens
+    (:func:`._tiny_families.keep_grounding_tags`), so that decoding with
+    ``skip_special_tokens=True`` keeps the boxes the model writes. ``family`` names the
     backbone family when the folder has no ``config.json`` to read it from (a LoRA
     adapter folder with a saved processor).
     """
@@ -382,10 +385,16 @@ def load_processor(name_or_path: str | Path, *, family: str | None = None, **kwa
 
     ensure_smolvlm_processor()  # SmolVLM's processor: images work without num2words
     try:
-        return AutoProcessor.from_pretrained(name_or_path, **kwargs)
+        processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
     except ImportError:
         if _torchvision_available():
             raise
+    else:
+        if type(processor).__name__ == "InternVLProcessor":  # keep <box>..</box> when decoding
+            from ._tiny_families import keep_grounding_tags
+
+            keep_grounding_tags(processor.tokenizer)
+        return processor
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
     spec = family_spec(

@@ -19,9 +19,11 @@ from typing import Any
 
 __all__ = [
     "FAMILY_SPECIAL_TOKENS",
+    "GROUNDING_TAGS",
     "build_family_tokenizer",
     "chat_template_for",
     "ensure_smolvlm_processor",
+    "keep_grounding_tags",
     "make_tiny",
 ]
 
@@ -45,9 +47,42 @@ FAMILY_SPECIAL_TOKENS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-# InternVL's grounding tags are ordinary added tokens (the model writes them; decoding with
-# skip_special_tokens keeps them), as are <ref>/</ref> for the referred object.
-_INTERNVL_TEXT_TOKENS = ("<box>", "</box>", "<ref>", "</ref>", "<quad>", "</quad>")
+#: InternVL's grounding tags. The released tokenizers add them as *special* tokens, so
+#: ``decode(..., skip_special_tokens=True)`` (TRL's and tag-eval's decoding) would drop them
+#: and leave a bare ``[[x1, y1, x2, y2]]``; :func:`keep_grounding_tags` makes them ordinary.
+GROUNDING_TAGS = ("<box>", "</box>", "<ref>", "</ref>", "<quad>", "</quad>")
+
+
+def keep_grounding_tags(tokenizer: Any, tags: tuple[str, ...] = GROUNDING_TAGS) -> int:
+    """Make ``tags`` ordinary (non-special) added tokens of ``tokenizer``, in place.
+
+    Decoding with ``skip_special_tokens=True`` then keeps them, so a completion's
+    ``<box>[[...]]</box>`` reaches the parsers as the model wrote it. Token ids and the
+    tokenization of text are unchanged; the change is saved with the tokenizer.
+
+    Returns:
+        How many of ``tags`` were special before (0: nothing to do).
+    """
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "to_str"):
+        return 0
+    from tokenizers import Tokenizer
+
+    data = json.loads(backend.to_str())
+    changed = 0
+    for tok in data.get("added_tokens", []):
+        if tok.get("content") in tags and tok.get("special"):
+            tok["special"] = False
+            changed += 1
+    if changed:
+        tokenizer._tokenizer = Tokenizer.from_str(json.dumps(data))
+        decoder = getattr(tokenizer, "_added_tokens_decoder", None)
+        if isinstance(decoder, dict):
+            for added in decoder.values():
+                if getattr(added, "content", None) in tags:
+                    added.special = False
+    return changed
+
 
 # ------------------------------------------------------------------ chat templates
 # chatml as in OpenGVLab/InternVL3-*-hf: an image part is <IMG_CONTEXT> and a newline; the
@@ -197,8 +232,12 @@ def build_family_tokenizer(family: str, *, vocab_size: int = 1024, seed: int = 0
     tokenizer.add_tokens(tokenizer_order, special_tokens=True)  # no-op for those present
     if extra:
         tokenizer.add_tokens(extra, special_tokens=True)
-    if family == "internvl":
-        tokenizer.add_tokens(list(_INTERNVL_TEXT_TOKENS))
+    if family == "internvl":  # special, as in the released tokenizer; then made ordinary
+        from tokenizers import AddedToken
+
+        tags = [AddedToken(t, special=True, normalized=False) for t in GROUNDING_TAGS]
+        tokenizer.add_tokens(tags, special_tokens=True)
+        keep_grounding_tags(tokenizer)
     tokenizer.chat_template = chat_template_for(family)
     return tokenizer
 
