@@ -356,8 +356,9 @@ def test_tiny_model_saves_loads_and_generates(tiny, family: str, tmp_path) -> No
 
 
 def test_internvl_grounding_tags_survive_skip_special_tokens(tmp_path) -> None:
-    """The released InternVL tokenizers add <box>/</box> as special tokens, which TRL's and
-    tag-eval's ``decode(skip_special_tokens=True)`` would drop; TAG's processors keep them."""
+    """A tokenizer that marks <box>/</box> special (as the released InternVL ones do, as far as
+    we know) loses them in TRL's and tag-eval's ``decode(skip_special_tokens=True)``; TAG's
+    processors keep them."""
     from tag_model.backbones import load_processor
     from tokenizers import AddedToken
     from transformers import AutoTokenizer

@@ -47,9 +47,11 @@ FAMILY_SPECIAL_TOKENS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-#: InternVL's grounding tags. The released tokenizers add them as *special* tokens, so
-#: ``decode(..., skip_special_tokens=True)`` (TRL's and tag-eval's decoding) would drop them
-#: and leave a bare ``[[x1, y1, x2, y2]]``; :func:`keep_grounding_tags` makes them ordinary.
+#: InternVL's grounding tags. The released tokenizers list them among the added tokens marked
+#: ``"special": true`` (from memory of InternVL2/3's tokenizer_config.json; not checkable
+#: offline here), so ``decode(..., skip_special_tokens=True)`` (TRL's and tag-eval's decoding)
+#: would drop them and leave a bare ``[[x1, y1, x2, y2]]``; :func:`keep_grounding_tags` makes
+#: them ordinary whatever the checkpoint says.
 GROUNDING_TAGS = ("<box>", "</box>", "<ref>", "</ref>", "<quad>", "</quad>")
 
 
