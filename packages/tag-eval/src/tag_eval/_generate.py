@@ -18,13 +18,58 @@ from typing import Any
 from tag_eval._records import EvalInputError, EvalModelError
 
 __all__ = [
+    "MODEL_PLUGINS",
     "Generation",
     "Generator",
     "OpenAIGenerator",
     "check_model_ref",
     "generator_from_config",
     "load_generator",
+    "model_folder",
+    "plugin_spec",
 ]
+
+#: Entry-point group of model plugins: ``--model NAME:PATH`` loads entry point ``NAME`` (a class
+#: built as ``cls(PATH)`` with ``family``, ``adapter``, ``name`` and ``generate(images,
+#: messages)``). tag-train registers ``student`` (``tag-eval run --model student:DIR``).
+MODEL_PLUGINS = "tag_eval.models"
+
+
+def plugin_spec(model: str) -> tuple[str, str] | None:
+    """``(name, path)`` when ``model`` is ``NAME:PATH`` with ``NAME`` a registered
+    :data:`MODEL_PLUGINS` entry point, else ``None``."""
+    from importlib.metadata import entry_points
+
+    name, sep, path = model.partition(":")
+    if not sep or not name or "/" in name:
+        return None
+    if not entry_points(group=MODEL_PLUGINS, name=name):
+        if name == "student":  # the one TAG ships: say what is missing
+            raise EvalModelError(
+                "--model student:DIR needs tag-train installed (it registers the student "
+                f"plugin in the {MODEL_PLUGINS!r} entry points)"
+            )
+        return None
+    return name, path
+
+
+def model_folder(model: str) -> Path:
+    """The local folder a model reference names (``NAME:PATH`` -> ``PATH``)."""
+    spec = plugin_spec(model)
+    return Path(spec[1] if spec else model).expanduser()
+
+
+def _load_plugin(name: str, path: str) -> Generator:
+    from importlib.metadata import entry_points
+
+    (ep,) = entry_points(group=MODEL_PLUGINS, name=name)
+    if not Path(path).expanduser().is_dir():
+        raise EvalModelError(f"{name} model folder not found: {path}")
+    try:
+        return ep.load()(str(Path(path).expanduser()))
+    except FileNotFoundError as exc:
+        raise EvalModelError(f"could not load {name}:{path}: {exc}") from exc
+
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -47,6 +92,11 @@ def check_model_ref(model: str, *, engine: str = "transformers") -> str:
     else that does not exist (absolute, ``./``-relative, ``~``, more than one ``/``) is a
     missing path. Both raise :class:`EvalModelError`.
     """
+    spec = plugin_spec(model)
+    if spec is not None:
+        if not Path(spec[1]).expanduser().is_dir():
+            raise EvalModelError(f"{spec[0]} model folder not found: {spec[1]}")
+        return model
     p = Path(model).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -353,6 +403,9 @@ def load_generator(
             model_ref, family=family, max_new_tokens=max_new_tokens, seed=seed, **options
         )
     ref = check_model_ref(model_ref, engine=engine)
+    spec = plugin_spec(ref)
+    if spec is not None:  # NAME:PATH, e.g. student:DIR (the engine is the plugin's own)
+        return _load_plugin(*spec)
     if engine == "transformers":
         from tag_model.backbones import BackboneNotFoundError, UnknownFamilyError
 

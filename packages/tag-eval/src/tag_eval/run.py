@@ -458,14 +458,17 @@ def _checkpoint_defaults(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any] | No
     """
     import dataclasses
 
-    if cfg.engine == "openai" or not Path(cfg.model_name_or_path).expanduser().is_dir():
+    from tag_eval._generate import model_folder
+
+    folder = model_folder(cfg.model_name_or_path) if cfg.engine != "openai" else None
+    if folder is None or not folder.is_dir():
         return cfg, None
     try:
         from tag_model.backbones import load_tag_settings
     except ImportError:  # an older tag-model without checkpoint settings
         return cfg, None
     try:
-        settings = load_tag_settings(Path(cfg.model_name_or_path).expanduser())
+        settings = load_tag_settings(folder)
     except ValueError as exc:  # names the file and the field
         raise EvalModelError(f"bad checkpoint settings: {exc}") from exc
     if settings is None:
