@@ -131,7 +131,7 @@ def _teacher(url: str):
     from tag_train.teachers import OpenAITeacher
 
     return OpenAITeacher(
-        url, "bench", api_key_env=None, concurrency=CONCURRENCY, timeout=30.0, max_retries=0
+        url, "bench", api_key_env=None, concurrency=CONCURRENCY, timeout=30.0, max_retries=2
     )
 
 
