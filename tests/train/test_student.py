@@ -255,3 +255,15 @@ def test_distill_smoke_preset_under_a_minute(tmp_path):
     assert summary["train"]["steps"] == 40 and summary["eval"]["n"] == 16
     assert (out / "student.json").is_file() and any((out / "checkpoints").iterdir())
     assert seconds < 60, f"smoke distillation took {seconds:.0f}s"
+
+
+def test_shipped_distill_configs_parse():
+    from tag_train.student import DistillArguments
+    from trl import TrlParser
+
+    configs = Path(__import__("tag_train").__file__).parent / "configs"
+    paths = sorted(configs.glob("distill_*.yaml"))
+    assert len(paths) >= 2
+    for path in paths:
+        (args,) = TrlParser((DistillArguments,)).parse_args_and_config(["--config", str(path)])
+        assert args.output_dir, path
