@@ -76,6 +76,13 @@ def test_three_shards_combine_to_the_unsharded_build(synth_ds, tmp_path):
     summary = json.loads((tmp_path / "comb" / "_build" / "summary.json").read_text())
     assert summary["shards"] == 3 and summary["kept"] == full.kept
     assert (tmp_path / "comb" / "tag_settings.json").is_file()
+    # the command line: `tag-train traces combine OUT SHARD_DIR...`; OUT is never clobbered
+    from tag_train.cli import main
+
+    comb = str(tmp_path / "comb")
+    assert main(["traces", "combine", comb, *map(str, dirs)]) == 2  # exists: --overwrite
+    assert main(["traces", "combine", comb, *map(str, dirs), "--overwrite"]) == 0
+    _same(tmp_path / "full", tmp_path / "comb")
 
 
 def test_unfinished_shard_is_refused(synth_ds, tmp_path):
