@@ -75,6 +75,16 @@ def test_traces_yaml_config_and_flag_override(synth_root, tmp_path, capsys):
     assert all(len(a) <= 3 for a in ds["activated"])  # --top_k 3 won over the YAML's 2
 
 
+#: the checkpoints the example configs name, one family each
+_HUB_PREFIXES = (
+    "Qwen/Qwen2.5-VL-",
+    "OpenGVLab/InternVL3-",
+    "llava-hf/llava-onevision-",
+    "google/gemma-3-",
+    "HuggingFaceTB/SmolVLM2-",
+)
+
+
 def test_example_configs_ship_and_parse():
     from tag_train._args import RLScriptArguments, SFTScriptArguments
     from trl import GRPOConfig, SFTConfig, TrlParser
@@ -87,7 +97,7 @@ def test_example_configs_ship_and_parse():
         script, targs = TrlParser((SFTScriptArguments, SFTConfig)).parse_args_and_config(
             ["--config", str(path), "--bf16", "false"]
         )
-        assert script.dataset_path and script.model_name_or_path.startswith("Qwen/Qwen2.5-VL-")
+        assert script.dataset_path and script.model_name_or_path.startswith(_HUB_PREFIXES)
         assert targs.num_train_epochs == 2 and not script.train_vision
     for path in grpo:
         script, targs = TrlParser((RLScriptArguments, GRPOConfig)).parse_args_and_config(
