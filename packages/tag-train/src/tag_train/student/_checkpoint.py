@@ -141,16 +141,15 @@ def restore_model(folder: str | os.PathLike[str], step: int | None = None) -> St
         FileNotFoundError: no ``student.json`` or no checkpoint.
     """
     config = read_config(folder)
-    graphdef, state = nnx.split(abstract_student(config))
+    graphdef, params, rest = nnx.split(abstract_student(config), nnx.Param, ...)
     mngr = checkpoint_manager(folder)
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{folder}: no checkpoint under {Path(folder) / _CKPT}")
-    params = state.filter(nnx.Param)
     got = mngr.restore(
         step,
         args=ocp.args.Composite(model=ocp.args.StandardRestore(nnx.to_pure_dict(params))),
     )
     mngr.close()
     nnx.replace_by_pure_dict(params, got["model"])
-    return nnx.merge(graphdef, params)
+    return nnx.merge(graphdef, params, rest)
