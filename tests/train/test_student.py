@@ -42,25 +42,26 @@ def _args(out: Path, traces_dir: Path, **kw):
     return DistillArguments(**base)
 
 
-def test_model_shapes_and_jit_at_112_and_224():
+# 224 px compiles a second forward (~15 s on a loaded 2-core CPU): slow
+@pytest.mark.parametrize("size", [112, pytest.param(224, marks=pytest.mark.slow)])
+def test_model_shapes_and_jit(size):
     from tag_train.student import StudentConfig, StudentPredictor
     from tag_train.student._model import create_student
 
-    for size in (112, 224):
-        cfg = StudentConfig(labels=LABELS, image_size=size, widths=(8, 16, 16), hidden=32)
-        pred = StudentPredictor(create_student(cfg, seed=0))
-        images = np.random.default_rng(0).integers(0, 255, (2, size, size, 3), dtype=np.uint8)
-        out = pred.predict_arrays(images)
-        assert out["emotion_probs"].shape == (2, len(LABELS))
-        np.testing.assert_allclose(out["emotion_probs"].sum(-1), 1.0, rtol=1e-5)
-        assert out["au_probs"].shape == (2, len(pred.table.aus))
-        assert out["region_boxes"].shape == (2, len(pred.table), 4)
-        assert out["landmarks"].shape == (2, 68, 2)
-        assert out["act_au"].shape == (2, 6) and out["act_box"].shape == (2, 6, 4)
-        boxes = out["region_boxes"]
-        assert np.isfinite(boxes).all() and boxes.min() >= 0 and boxes.max() <= size
-        # landmarks are in the input's pixels: inside the image
-        assert (out["landmarks"] >= 0).all() and (out["landmarks"] <= size).all()
+    cfg = StudentConfig(labels=LABELS, image_size=size, widths=(8, 16, 16), hidden=32)
+    pred = StudentPredictor(create_student(cfg, seed=0))
+    images = np.random.default_rng(0).integers(0, 255, (2, size, size, 3), dtype=np.uint8)
+    out = pred.predict_arrays(images)
+    assert out["emotion_probs"].shape == (2, len(LABELS))
+    np.testing.assert_allclose(out["emotion_probs"].sum(-1), 1.0, rtol=1e-5)
+    assert out["au_probs"].shape == (2, len(pred.table.aus))
+    assert out["region_boxes"].shape == (2, len(pred.table), 4)
+    assert out["landmarks"].shape == (2, 68, 2)
+    assert out["act_au"].shape == (2, 6) and out["act_box"].shape == (2, 6, 4)
+    boxes = out["region_boxes"]
+    assert np.isfinite(boxes).all() and boxes.min() >= 0 and boxes.max() <= size
+    # landmarks are in the input's pixels: inside the image
+    assert (out["landmarks"] >= 0).all() and (out["landmarks"] <= size).all()
 
 
 @pytest.mark.slow
@@ -94,6 +95,7 @@ def test_one_training_step_reduces_loss_on_a_fixed_batch(student_data):
     assert losses[3] < losses[1]
 
 
+@pytest.mark.slow  # three short trainings and evaluations: ~25 s
 def test_checkpoint_round_trip_and_resume_after_interrupt(traces_dir, tmp_path):
     from tag_train.student import load, run_distill
     from tag_train.student._checkpoint import checkpoint_manager
