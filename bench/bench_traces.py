@@ -175,6 +175,8 @@ def test_streaming_builder(benchmark, faces, server_url, tmp_path) -> None:
           f"save included), ideal {ideal:.2f}s, {wall / ideal:.2f}x ideal; builder CPU "
           f"{cpu:.2f}s")  # fmt: skip
     assert s.complete and s.total == N_FACES
+    if benchmark.disabled:  # CI's untimed pass (--benchmark-disable): no speed goal
+        return
     assert wall <= 1.3 * ideal, (
         f"{wall:.2f}s > 1.3 x ideal {ideal:.2f}s (builder CPU {cpu:.2f}s: CPU-bound when "
         "close to the wall time, i.e. the machine has no spare core for it)"

@@ -49,6 +49,7 @@ measured by nothing robust enough and are not claimed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,6 +80,12 @@ def _neutral_template() -> np.ndarray:
     from tag_model.synth._shape import NEUTRAL_SHAPE
 
     return NEUTRAL_SHAPE.astype(np.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def _template_raw() -> dict[str, float]:
+    """:func:`_raw` of the built-in neutral template, computed once (read-only)."""
+    return {k: float(v[0]) for k, v in _raw(_neutral_template()[None]).items()}
 
 
 def _raw(lm: np.ndarray) -> dict[str, np.ndarray]:
@@ -133,11 +140,14 @@ def geometric_measurements(
         lm = lm[None]
     if lm.ndim != 3 or lm.shape[1:] != (68, 2):
         raise ValueError(f"landmarks must be [68, 2] or [N, 68, 2], got shape {lm.shape}")
-    ref = _neutral_template() if neutral is None else np.asarray(neutral, dtype=np.float64)
-    if ref.shape != (68, 2):
-        raise ValueError(f"neutral landmarks must be [68, 2], got shape {ref.shape}")
+    if neutral is None:
+        t = _template_raw()
+    else:
+        ref = np.asarray(neutral, dtype=np.float64)
+        if ref.shape != (68, 2):
+            raise ValueError(f"neutral landmarks must be [68, 2], got shape {ref.shape}")
+        t = {k: float(v[0]) for k, v in _raw(ref[None]).items()}
     r = _raw(lm)
-    t = {k: float(v[0]) for k, v in _raw(ref[None]).items()}
     d = {k: r[k] - t[k] for k in r if k not in ("iod", "v")}
     g = -d["brow_gap"]
     c6 = d["cheek"] + 0.065 * d["chin"]
@@ -235,9 +245,11 @@ class GeometricAUDetector:
         lm = np.asarray(landmarks, dtype=np.float64)
         if lm.shape != (68, 2):
             raise ValueError(f"landmarks must be [68, 2], got shape {lm.shape}")
-        if not np.isfinite(geometric_measurements(lm, self.neutral)[4]).all():
+        r = self.intensity_batch(lm[None])[0]
+        if not np.isfinite(r).all():  # a degenerate face: every AU is NaN
             return {}
-        probs = self.predict_batch(lm[None])[0]
+        z = np.clip((r - self._mid) / self._soft, -60.0, 60.0)
+        probs = 1.0 / (1.0 + np.exp(-z))
         return {a: float(p) for a, p in zip(self.supported_aus, probs)}
 
 
