@@ -104,7 +104,9 @@ def ablation_report(
 def _markdown(table: dict[str, dict[str, Any]], goals: dict[str, Any], n: int) -> str:
     lines = [
         f"Greedy decoding on {n} held-out faces; mean [bootstrap 95% CI]. The difference is "
-        "RL with the grounding reward minus RL without it, paired over the same faces.",
+        "RL with the grounding reward minus RL without it, paired over the same faces. Mean IoU "
+        "is the mean over faces of each face's mean over its detector entries; the AU "
+        "hallucination rate is the share of named AUs the detector does not see.",
         "",
         "| metric | SFT | RL, format + answer + grounding | RL, format + answer | difference |",
         "|---|---|---|---|---|",
