@@ -496,3 +496,26 @@ def test_ibug_geometry_on_astronaut() -> None:
 
 # AOT compilation of the kernel to sm_80/sm_90 cubin: tests/kernels/test_aot_compile.py
 # (it reads tag_kernels.regions._triton.aot_compile_specs()).
+
+
+def test_jax_table_first_packed_inside_a_jit_trace_does_not_leak_tracers():
+    """The table's packed JAX arrays are cached on first use; packed inside a jit trace they
+    must still be concrete arrays, or the next trace would see the first one's tracers."""
+    jax = pytest.importorskip("jax")
+    import dataclasses
+
+    from tag_kernels import IBUG68_REGIONS, landmarks_to_regions
+
+    table = dataclasses.replace(IBUG68_REGIONS)  # a fresh object: an empty device cache
+    lm = jnp.asarray(_canonical_face(np.random.default_rng(0), 1))
+    wh = jnp.asarray([[200.0, 200.0]], dtype=jnp.float32)
+
+    @jax.jit
+    def boxes(x):
+        return landmarks_to_regions(x, wh, table)
+
+    first = np.asarray(boxes(lm))
+    cached = table.on_device("jax")
+    assert not any(isinstance(a, jax.core.Tracer) for a in cached)
+    second = np.asarray(jax.jit(lambda x: landmarks_to_regions(x * 1.0, wh, table))(lm))
+    np.testing.assert_allclose(first, second)

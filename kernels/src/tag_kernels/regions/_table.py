@@ -236,9 +236,15 @@ class RegionTable:
                     for a in (p.index, p.count, p.coef, p.aus, p.au_region)
                 )
             elif kind == "jax":
+                import jax
                 import jax.numpy as jnp
 
-                hit = tuple(jnp.asarray(a) for a in (p.index, p.count, p.coef, p.aus, p.au_region))
+                # Evaluated eagerly, so that a first use inside a jit/grad/nnx trace caches
+                # concrete arrays, never tracers that would leak into the next trace.
+                with jax.ensure_compile_time_eval():
+                    hit = tuple(
+                        jnp.asarray(a) for a in (p.index, p.count, p.coef, p.aus, p.au_region)
+                    )
             else:
                 raise ValueError(f"unknown kind {kind!r}")
             self._device_cache[key] = hit

@@ -92,10 +92,7 @@ def region_table(name: str) -> Any:
 
     if name != "ibug68":
         raise ValueError(f"unknown region table {name!r}; only 'ibug68' is built in")
-    # The kernels cache the table's packed JAX arrays on first use; made inside a trace they
-    # would be tracers leaking into the next trace, so make them concrete here.
-    with jax.ensure_compile_time_eval():
-        IBUG68_REGIONS.on_device("jax")
+    IBUG68_REGIONS.on_device("jax")  # packed once, eagerly, even when first asked in a trace
     return IBUG68_REGIONS
 
 
