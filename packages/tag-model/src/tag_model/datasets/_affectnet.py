@@ -153,17 +153,7 @@ def load_affectnet(
         split="train" if _FILES[key] == "training.csv" else "validation",
         files=[str(csv_path)],
     )
-    extra = (
-        hf.Features(
-            {
-                "face_box": hf.List(hf.Value("float32"), length=4),
-                "valence": hf.Value("float32"),
-                "arousal": hf.Value("float32"),
-            }
-        )
-        if extra_columns
-        else None
-    )
+    extra = _EXTRA_FEATURES if extra_columns else None
     records: list[Record] = []
     with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
@@ -232,6 +222,33 @@ def load_affectnet(
                     },
                 )
             )
+    return _finish(
+        records, space, wanted, report, img_root, extra, skip_missing, verify_images, return_report
+    )
+
+
+#: The columns ``extra_columns=True`` adds, in both layouts.
+_EXTRA_FEATURES = hf.Features(
+    {
+        "face_box": hf.List(hf.Value("float32"), length=4),
+        "valence": hf.Value("float32"),
+        "arousal": hf.Value("float32"),
+    }
+)
+
+
+def _finish(
+    records: list[Record],
+    space: Any,
+    wanted: Any,
+    report: LoadReport,
+    root: Path,
+    extra: hf.Features | None,
+    skip_missing: bool,
+    verify_images: bool,
+    return_report: bool,
+) -> hf.Dataset | tuple[hf.Dataset, LoadReport]:
+    """Both layouts' last step: restrict to ``wanted`` (when given), then build the dataset."""
     if wanted is not None:
         records = restrict_to_space(records, wanted, report)
         space = wanted
@@ -239,7 +256,7 @@ def load_affectnet(
         records,
         space=space,
         report=report,
-        root=img_root,
+        root=root,
         skip_missing=skip_missing,
         verify_images=verify_images,
         extra_features=extra,
@@ -284,17 +301,7 @@ def _load_npy_release(
         split="train" if set_dir.name == "train_set" else "validation",
         files=[str(ann_dir)],
     )
-    extra = (
-        hf.Features(
-            {
-                "face_box": hf.List(hf.Value("float32"), length=4),
-                "valence": hf.Value("float32"),
-                "arousal": hf.Value("float32"),
-            }
-        )
-        if extra_columns
-        else None
-    )
+    extra = _EXTRA_FEATURES if extra_columns else None
     images = sorted(
         (p for p in img_dir.iterdir() if p.suffix.lower() in _IMAGE_EXTS), key=lambda p: p.stem
     )
@@ -341,16 +348,6 @@ def _load_npy_release(
                 extra={"face_box": [0.0, 0.0, w, h], "valence": valence, "arousal": arousal},
             )
         )
-    if wanted is not None:
-        records = restrict_to_space(records, wanted, report)
-        space = wanted
-    ds = build_dataset(
-        records,
-        space=space,
-        report=report,
-        root=root,
-        skip_missing=skip_missing,
-        verify_images=verify_images,
-        extra_features=extra,
+    return _finish(
+        records, space, wanted, report, root, extra, skip_missing, verify_images, return_report
     )
-    return (ds, report) if return_report else ds

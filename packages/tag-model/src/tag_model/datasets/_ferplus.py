@@ -278,15 +278,28 @@ def load_ferplus(
                     extra={"row": this_index},
                 )
             )
+    return _finish(records, label_space, report, root_p, False, False, return_report)
+
+
+def _finish(
+    records: list[Record],
+    label_space: LabelSpaceArg,
+    report: LoadReport,
+    root: Path,
+    skip_missing: bool,
+    verify_images: bool,
+    return_report: bool,
+) -> hf.Dataset | tuple[hf.Dataset, LoadReport]:
+    """Both layouts' last step: restrict to the label space, then build the dataset."""
     space = resolve_label_space(label_space, FERPLUS)
     records = restrict_to_space(records, space, report)
     ds = build_dataset(
         records,
         space=space,
         report=report,
-        root=root_p,
-        skip_missing=False,
-        verify_images=False,
+        root=root,
+        skip_missing=skip_missing,
+        verify_images=verify_images,
     )
     return (ds, report) if return_report else ds
 
@@ -359,14 +372,4 @@ def _load_generated(
                         extra={"row": len(records)},
                     )
                 )
-    space = resolve_label_space(label_space, FERPLUS)
-    records = restrict_to_space(records, space, report)
-    ds = build_dataset(
-        records,
-        space=space,
-        report=report,
-        root=root,
-        skip_missing=skip_missing,
-        verify_images=True,
-    )
-    return (ds, report) if return_report else ds
+    return _finish(records, label_space, report, root, skip_missing, True, return_report)
