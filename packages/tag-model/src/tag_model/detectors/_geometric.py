@@ -227,10 +227,13 @@ class GeometricAUDetector:
 
     def predict_batch(self, landmarks: np.ndarray) -> np.ndarray:
         """Probabilities ``float64[N, A]`` (column ``j`` is ``supported_aus[j]``); 0 if bad."""
-        r = self.intensity_batch(landmarks)
-        z = np.clip((r - self._mid) / self._soft, -60.0, 60.0)
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = self._probability(self.intensity_batch(landmarks))
         return np.where(np.isfinite(p), p, 0.0)
+
+    def _probability(self, r: np.ndarray) -> np.ndarray:
+        """The logistic of intensities ``r[..., A]`` (NaN stays NaN)."""
+        z = np.clip((r - self._mid) / self._soft, -60.0, 60.0)
+        return 1.0 / (1.0 + np.exp(-z))
 
     def predict(self, image: Any = None, landmarks: np.ndarray | None = None) -> dict[int, float]:
         """AU -> probability for one face (``landmarks[68, 2]`` in any pixel frame)."""
@@ -248,8 +251,7 @@ class GeometricAUDetector:
         r = self.intensity_batch(lm[None])[0]
         if not np.isfinite(r).all():  # a degenerate face: every AU is NaN
             return {}
-        z = np.clip((r - self._mid) / self._soft, -60.0, 60.0)
-        probs = 1.0 / (1.0 + np.exp(-z))
+        probs = self._probability(r)
         return {a: float(p) for a, p in zip(self.supported_aus, probs)}
 
 

@@ -125,7 +125,9 @@ def greedy_eval(
     pb = parse_batch(texts, labels=labels)
     ok = np.asarray(pb.format_ok, dtype=bool)
     answers = pb_answer_names(pb, labels)
-    acc = float(np.mean([a == g for a, g in zip(answers, list(ds["label"]), strict=True)]))
+    correct = np.asarray(
+        [a == y for a, y in zip(answers, list(ds["label"]), strict=True)], dtype=np.float64
+    )
     adapter = get_adapter("qwen2_vl", processor=processor)
     sizes = np.asarray([im.size for im in images], dtype=np.float32)
     pred_au = np.asarray(pb.pred_au)
@@ -136,9 +138,6 @@ def greedy_eval(
     )
     stats = _iou_stats(pred_au, np.nan_to_num(px), activated)
     hall = _hallucination(pred_au, activated)
-    correct = np.asarray(
-        [a == y for a, y in zip(answers, list(ds["label"]), strict=True)], dtype=np.float64
-    )
     per_face = {
         "correct": correct,
         "grounding": np.asarray(g, dtype=np.float64),
@@ -147,7 +146,7 @@ def greedy_eval(
     }
     return {
         "format": float(ok.mean()),
-        "accuracy": acc,
+        "accuracy": float(correct.mean()),
         **stats,
         "grounding": float(np.mean(g)),
         "hallucination": float(np.nanmean(hall)) if np.isfinite(hall).any() else 0.0,

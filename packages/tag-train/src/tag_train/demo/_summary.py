@@ -75,8 +75,12 @@ def compare_evals(after: dict[str, Any], before: dict[str, Any]) -> dict[str, An
     from tag_model.stats import bootstrap_diff_ci
 
     a, b = after["per_face"], before["per_face"]
-    names = {"correct": "accuracy", "grounding": "grounding", "mean_iou": "mean_iou"}
-    names["hallucination"] = "hallucination"
+    names = {
+        "correct": "accuracy",
+        "grounding": "grounding",
+        "mean_iou": "mean_iou",
+        "hallucination": "hallucination",
+    }
     return {out: bootstrap_diff_ci(a[k], b[k], paired=True) for k, out in names.items()}
 
 
