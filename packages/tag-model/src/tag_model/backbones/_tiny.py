@@ -590,12 +590,7 @@ def make_tiny_vlm(
             vocab_size=vocab_size,
             dtype=dtype,
         )
-        if save_dir is not None:
-            save_dir = Path(save_dir)
-            save_dir.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(save_dir)
-            processor.save_pretrained(save_dir)
-        return model, processor
+        return _saved(model, processor, save_dir)
     patch = patch_size or spec.patch_size
     tokenizer = build_tiny_tokenizer(family, vocab_size=vocab_size)
     processor = _make_processor(
@@ -626,6 +621,11 @@ def make_tiny_vlm(
     gen.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     gen.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     gen.bos_token_id = None
+    return _saved(model, processor, save_dir)
+
+
+def _saved(model: Any, processor: Any, save_dir: str | Path | None) -> tuple[Any, Any]:
+    """``(model, processor)``, both first saved in ``save_dir`` when one is given."""
     if save_dir is not None:
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
