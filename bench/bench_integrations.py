@@ -19,8 +19,6 @@ manager's call that TAG's function takes (the rest is verl decoding the token id
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -186,16 +184,9 @@ def test_inside_verls_reward_managers(benchmark, tmp_path: Path) -> None:
     out: dict = {}
 
     def run() -> None:
-        r = subprocess.run(
-            [str(python), "-c", IN_VERL, str(tmp_path / "tok"), str(_verl_env.REPO)],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            env=_verl_env.verl_env(),
+        out.update(
+            _verl_env.run_driver(python, IN_VERL, tmp_path / "tok", _verl_env.REPO, timeout=1800)
         )
-        lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-        assert r.returncode == 0 and lines, r.stderr[-4000:]
-        out.update(json.loads(lines[-1][len("RESULT ") :]))
 
     benchmark.group = f"inside verl 0.9.1's reward managers (token ids -> reward tensor), B={B}"
     benchmark.extra_info["backend"] = "driver"

@@ -12,6 +12,7 @@ their pins would drag transformers back.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["REPO", "SRC", "VERL_VERSION", "verl_env", "verl_python"]
+__all__ = ["REPO", "SRC", "VERL_VERSION", "run_driver", "verl_env", "verl_python"]
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = [
@@ -68,3 +69,29 @@ def verl_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, SRC))}
     env.pop("VIRTUAL_ENV", None)
     return env
+
+
+def run_driver(
+    python: str | Path,
+    code: str,
+    *args: object,
+    timeout: float,
+    cwd: Path | None = None,
+    members: bool = True,
+) -> dict:
+    """Run ``code`` (``python -c``) with ``args`` in another environment and return the JSON
+    it printed on its last ``RESULT `` line. ``members``: the workspace members' ``src/`` on
+    ``PYTHONPATH`` (:func:`verl_env`); otherwise the environment is inherited. A failed run
+    raises ``AssertionError`` with the ends of its stdout and stderr."""
+    r = subprocess.run(
+        [str(python), "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=verl_env() if members else None,
+        cwd=cwd,
+    )
+    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+    if r.returncode != 0 or not lines:
+        raise AssertionError(f"driver failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -90,16 +89,7 @@ def test_tag_compute_score_in_easyr1s_reward_manager(tmp_path: Path):
         "labels": [g.to_json() for g in gts],
     }
     (tmp_path / "job.json").write_text(json.dumps(job))
-    r = subprocess.run(
-        [str(python), "-c", DRIVER, src, str(tmp_path / "job.json")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=_verl_env.verl_env(),
-    )
-    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
-    out = json.loads(lines[-1][len("RESULT ") :])
+    out = _verl_env.run_driver(python, DRIVER, src, tmp_path / "job.json", timeout=900)
     assert out["type"] == "batch" and not out["easyr1"].startswith("0.9")
     np.testing.assert_allclose(out["last"], want, atol=1e-5)
     assert abs(out["total"] - float(np.sum(want))) < 1e-3  # nothing but the last tokens

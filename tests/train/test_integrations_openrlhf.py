@@ -112,16 +112,9 @@ def test_tag_reward_func_in_openrlhfs_single_turn_executor(openrlhf_dir: Path, t
         "prompt": prompt,
     }
     (tmp_path / "job.json").write_text(json.dumps(job))
-    r = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(openrlhf_dir), str(tmp_path / "job.json")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=_verl_env.verl_env(),
+    out = _verl_env.run_driver(
+        sys.executable, DRIVER, openrlhf_dir, tmp_path / "job.json", timeout=900
     )
-    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, f"{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
-    out = json.loads(lines[-1][len("RESULT ") :])
     assert out["loaded"]
     got = [row["reward"] for row in out["rows"]]
     assert None not in got, "OpenRLHF swallowed a reward error (reward None)"

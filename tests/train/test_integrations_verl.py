@@ -36,7 +36,6 @@ Run: ``uv run pytest -q -m slow tests/train/test_integrations_verl.py``.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -228,18 +227,9 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_tag_rewards_in_verl(verl_python: Path, job: dict):
-    env = _verl_env.verl_env()
-    r = subprocess.run(
-        [str(verl_python), "-c", DRIVER, str(job["path"])],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=env,
-        cwd=job["path"].parent,
+    out = _verl_env.run_driver(
+        verl_python, DRIVER, job["path"], timeout=1800, cwd=job["path"].parent
     )
-    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, f"driver failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-    out = json.loads(lines[-1][len("RESULT ") :])
     assert out["verl"] == "0.9.1" and out["transformers"].startswith("5.10")
     assert all(out["round_trip"][: job["n_good"]]), out["round_trip"]
     want = job["want"]
@@ -289,15 +279,7 @@ def test_the_verl_recipe_composes_with_verls_config(verl_python: Path):
     ppo_trainer config (hydra refuses unknown ones), and the reward lines point at TAG."""
     script = REPO / "packages/tag-train/src/tag_train/configs/verl_grpo_qwen2_5_vl_7b_rafdb.sh"
     adapter = REPO / "packages/tag-train/src/tag_train/integrations/verl.py"
-    r = subprocess.run(
-        [str(verl_python), "-c", COMPOSE, str(script), str(adapter)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, r.stderr[-4000:]
-    out = json.loads(lines[-1][len("RESULT ") :])
+    out = _verl_env.run_driver(verl_python, COMPOSE, script, adapter, timeout=600, members=False)
     assert out["path"] == str(adapter) and out["name"] == "compute_score"
     assert out["manager"] == "naive" and out["rollout_n"] == 8 and out["kl"] == 0.04
     assert out["lr"] == 1e-6 and out["response_length"] == 1024
