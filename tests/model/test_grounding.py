@@ -36,6 +36,10 @@ _field = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="→-<>\n\r"),
     max_size=20,
 ).map(lambda s: s.strip(" \t\r\n\f\v"))
+# render_trace refuses, by design, a field that starts with a section header (it would end the
+# section early when parsed); that refusal has its own test, so the round trip draws other text.
+_HEADERS = ("global analysis:", "verification loop:", "final conclusion:")
+_field = _field.filter(lambda s: not s.lower().startswith(_HEADERS))
 _coord = st.integers(-100_000, 1_000_000).map(lambda k: k / 1000) | st.integers(0, 4000).map(float)
 
 
