@@ -95,6 +95,64 @@ def test_one_training_step_reduces_loss_on_a_fixed_batch(student_data):
     assert losses[3] < losses[1]
 
 
+def test_learning_rate_anneals_by_the_time_limit():
+    """With --max_seconds the schedule runs on the clock when it is ahead of the steps."""
+    from tag_train.student import DistillArguments
+    from tag_train.student._train import lr_at
+
+    args = DistillArguments(learning_rate=1e-2, warmup_steps=10, max_steps=1000)
+    assert lr_at(args, 0, 0.0) == 0.0
+    assert lr_at(args, 10, 0.0) == pytest.approx(1e-2)
+    assert lr_at(args, 1000, 0.0) == pytest.approx(2e-4)
+    assert lr_at(args, 100, 1e6) == lr_at(args, 100, 0.0)  # no time limit: steps only
+    args.max_seconds = 100.0
+    assert lr_at(args, 100, 10.0) == lr_at(args, 100, 0.0)  # the steps are ahead
+    assert lr_at(args, 100, 50.0) == pytest.approx(lr_at(args, 500, 0.0))  # the clock is
+    assert lr_at(args, 100, 100.0) == pytest.approx(2e-4)  # annealed at the time limit
+
+
+@pytest.mark.parametrize(
+    "kw", [{"shift": 6}, {"flip": True}, {"scale": 0.2}, {"shift": 6, "scale": 0.2, "flip": True}]
+)
+def test_augmentation_moves_landmarks_and_boxes_with_the_pixels(student_data, kw):
+    """A bright 3x3 dot on landmark 30 (the nose tip, its own mirror) lands where the
+    augmented landmark says, and the augmented boxes are the regions of the augmented
+    landmarks."""
+    from tag_kernels import IBUG68_REGIONS, landmarks_to_regions
+    from tag_train.student._train import _augment, _warp
+
+    batch = student_data.take(np.arange(len(student_data)))
+    n, size = batch["images"].shape[:2]
+    wh = batch["image_size"]
+    lm = batch["landmarks"].copy()
+    xy = np.rint(lm[:, 30] * wh).astype(int)
+    lm[:, 30] = xy / wh
+    batch["landmarks"] = lm
+    batch["boxes"] = (
+        np.asarray(landmarks_to_regions(lm * wh[:, None], wh, IBUG68_REGIONS, backend="torch"))
+        / np.concatenate([wh, wh], 1)[:, None]
+    )
+    dots = np.zeros_like(batch["images"])
+    for i, (x, y) in enumerate(xy):
+        dots[i, y - 1 : y + 2, x - 1 : x + 2] = 255
+    batch["images"] = dots
+    before = {k: v.copy() for k, v in batch.items()}
+    _augment(batch, np.random.default_rng(0), **kw)
+    moved = np.abs(batch["landmarks"] - before["landmarks"]).max()
+    assert moved > 1.0 / size  # something did move
+    img = np.asarray(_warp(batch["images"], batch["warp"])) if "warp" in batch else batch["images"]
+    ys, xs = np.mgrid[:size, :size]
+    for i in range(n):
+        m = img[i, :, :, 0].astype(np.float64)
+        centre = np.array([(m * xs).sum(), (m * ys).sum()]) / m.sum()
+        np.testing.assert_allclose(centre, batch["landmarks"][i, 30] * size, atol=0.1)
+    wh4 = np.concatenate([wh, wh], 1)[:, None]
+    regions = np.asarray(
+        landmarks_to_regions(batch["landmarks"] * wh[:, None], wh, IBUG68_REGIONS, backend="torch")
+    )
+    np.testing.assert_allclose(batch["boxes"] * wh4, regions, atol=1e-3)
+
+
 @pytest.mark.slow  # three short trainings and evaluations: ~25 s
 def test_checkpoint_round_trip_and_resume_after_interrupt(traces_dir, tmp_path):
     from tag_train.student import load, run_distill

@@ -74,7 +74,11 @@ class DistillArguments:
     max_steps: int = field(default=3000, metadata={"help": "Optimizer steps."})
     max_seconds: float | None = field(
         default=None,
-        metadata={"help": "Stop (and save) once training has run this long (seconds)."},
+        metadata={
+            "help": "Stop (and save) once training has run this long (seconds). The "
+            "learning-rate schedule then follows the clock too, when it is ahead of the steps, "
+            "so that it has annealed by the time limit."
+        },
     )
     batch_size: int = field(default=64, metadata={"help": "Faces per step."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate."})
@@ -95,6 +99,23 @@ class DistillArguments:
     )
     shift: int = field(
         default=4, metadata={"help": "Augmentation: random translation of up to this many px."}
+    )
+    scale: float = field(
+        default=0.0,
+        metadata={
+            "help": "Augmentation: random zoom by a factor in [1 - scale, 1 + scale] about the "
+            "image centre (edge pixels fill what a zoom-out uncovers)."
+        },
+    )
+    flip: bool = field(
+        default=False,
+        metadata={
+            "help": "Augmentation: mirror half the faces left-right (landmarks re-indexed with "
+            "IBUG68_MIRROR; every region of the table is bilateral, so labels and AUs stay)."
+        },
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "Label smoothing of the emotion cross-entropy."}
     )
     top_k: int | None = field(
         default=None,
@@ -228,16 +249,34 @@ def _trace_build_setting(path: str | os.PathLike[str], key: str) -> Any:
 # ----------------------------------------------------------------------------- training
 
 
+def _warp(images: Any, warp: Any) -> Any:
+    """``uint8[B, S, S, 3]`` resampled by ``warp[B, 2, S, S]`` (per face, an
+    ``[S_out, S_in]`` matrix for x, then one for y) -> ``float32[B, S, S, 3]`` (0-255)."""
+    import jax.numpy as jnp
+
+    x = images.astype(jnp.float32)
+    x = jnp.einsum("bYy,byxc->bYxc", warp[:, 1], x)
+    return jnp.einsum("bXx,byxc->byXc", warp[:, 0], x)
+
+
 def _loss_fn(model: Any, batch: dict[str, Any], weights: dict[str, float]) -> tuple[Any, Any]:
+    import jax
     import jax.numpy as jnp
     import optax
 
     from tag_train.student._model import region_boxes
 
-    raw = model(batch["images"])
+    images = batch["images"]
+    if "warp" in batch:
+        images = _warp(images, batch["warp"])
+    raw = model(images)
     logits = raw["emotion_logits"]
     if "soft_label" in batch:
         ce = optax.softmax_cross_entropy(logits, batch["soft_label"]).mean()
+    elif weights.get("label_smoothing", 0.0) > 0:
+        onehot = jax.nn.one_hot(batch["label"], logits.shape[-1])
+        target = optax.smooth_labels(onehot, weights["label_smoothing"])
+        ce = optax.softmax_cross_entropy(logits, target).mean()
     else:
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
     au = optax.sigmoid_binary_cross_entropy(raw["au_logits"], batch["au"]).mean()
@@ -262,8 +301,9 @@ def _loss_fn(model: Any, batch: dict[str, Any], weights: dict[str, float]) -> tu
 
 
 def train_step_fn(weights: dict[str, float]) -> Callable[..., Any]:
-    """A jitted ``step(model, optimizer, batch) -> losses`` (updates both in place); one per
-    set of loss weights and process, so later runs reuse its compilations."""
+    """A jitted ``step(model, optimizer, batch, lr=None) -> losses`` (updates both in place);
+    one per set of loss weights and process, so later runs reuse its compilations. ``lr``, when
+    given, is written into the optimizer's injected learning rate (:func:`_optimizer`) first."""
     return _step_fn(tuple(sorted(weights.items())))
 
 
@@ -273,7 +313,9 @@ def _step_fn(weights: tuple[tuple[str, float], ...]) -> Callable[..., Any]:
 
     w = dict(weights)
 
-    def step(model: Any, optimizer: Any, batch: dict[str, Any]) -> Any:
+    def step(model: Any, optimizer: Any, batch: dict[str, Any], lr: Any = None) -> Any:
+        if lr is not None:
+            _hyperparams(optimizer)["learning_rate"][...] = lr
         grad_fn = nnx.value_and_grad(_loss_fn, has_aux=True)
         (_, parts), grads = grad_fn(model, batch, w)
         optimizer.update(model, grads)
@@ -283,35 +325,114 @@ def _step_fn(weights: tuple[tuple[str, float], ...]) -> Callable[..., Any]:
 
 
 @functools.cache
-def _optimizer(lr: float, warmup: int, max_steps: int, weight_decay: float) -> Any:
-    """AdamW with warm-up and cosine decay, clipped at global norm 1; one object per setting,
-    so that the jitted step (whose graph holds it) is reused by later runs in a process."""
+def _optimizer(weight_decay: float) -> Any:
+    """AdamW clipped at global norm 1, its learning rate an injected hyperparameter that the
+    training loop sets every step (:func:`lr_at`); one object per setting, so that the jitted
+    step (whose graph holds it) is reused by later runs in a process."""
     import optax
 
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup, max(max_steps, warmup + 1), lr * 0.02
-    )
     return optax.chain(
-        optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay)
+        optax.clip_by_global_norm(1.0),
+        optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, weight_decay=weight_decay),
     )
 
 
-def _shift(batch: dict[str, np.ndarray], rng: np.random.Generator, max_px: int) -> None:
-    """Translate each face by up to ``max_px`` pixels (edge-padded) and its targets with it."""
-    if max_px <= 0:
-        return
+def _hyperparams(optimizer: Any) -> Any:
+    """The injected hyperparameters of an :func:`_optimizer` optimizer's state."""
+    for part in optimizer.opt_state:
+        if hasattr(part, "hyperparams"):
+            return part.hyperparams
+    raise ValueError("the optimizer has no injected hyperparameters")
+
+
+def lr_at(args: DistillArguments, step: int, seconds: float) -> float:
+    """The learning rate of optimizer step ``step`` after ``seconds`` of training.
+
+    Linear warm-up, then cosine decay to 2 % of ``learning_rate``
+    (``optax.warmup_cosine_decay_schedule``) over ``max_steps``. With ``max_seconds`` the
+    schedule runs on whichever is further along, the steps or the clock
+    (``seconds / max_seconds`` of ``max_steps``): on a loaded machine it still anneals by the
+    time limit, instead of being cut off at a high learning rate.
+    """
+    import optax
+
+    warm = max(0, min(args.warmup_steps, args.max_steps - 1))
+    sched = optax.warmup_cosine_decay_schedule(
+        0.0, args.learning_rate, warm, max(args.max_steps, warm + 1), args.learning_rate * 0.02
+    )
+    pos = float(step)
+    if args.max_seconds:
+        pos = max(pos, args.max_steps * seconds / args.max_seconds)
+    return float(sched(min(pos, args.max_steps)))
+
+
+def _augment(
+    batch: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    *,
+    shift: int = 0,
+    scale: float = 0.0,
+    flip: bool = False,
+) -> None:
+    """Mirror, zoom and translate each face at random, and its targets with it (in place).
+
+    Face ``i`` is mirrored (``flip``, with probability 1/2), zoomed by ``s`` in
+    ``[1 - scale, 1 + scale]`` about the image centre and moved by up to ``shift`` pixels per
+    axis: an output pixel centre ``u`` samples the input at ``c + (u - c - t) / s`` (bilinear,
+    edge clamped; as ``batch["warp"]``, one resampling matrix per face and axis, which the
+    jitted step applies with :func:`_warp`). Landmarks and boxes (pixel-centre coordinates of the original image,
+    normalised by its size) move by the same map; a mirrored face's landmarks are re-indexed
+    with ``IBUG68_MIRROR`` (``x -> W - 1 - x``, as the demo's warm-up mirrors).
+    """
     imgs = batch["images"]
-    n, s = imgs.shape[0], imgs.shape[1]
-    d = rng.integers(-max_px, max_px + 1, size=(n, 2))
-    padded = np.pad(imgs, ((0, 0), (max_px, max_px), (max_px, max_px), (0, 0)), mode="edge")
-    out = np.empty_like(imgs)
-    for i, (dx, dy) in enumerate(d):
-        out[i] = padded[i, max_px - dy : max_px - dy + s, max_px - dx : max_px - dx + s]
-    batch["images"] = out
-    off = (d / s).astype(np.float32)  # normalised units
-    batch["landmarks"] = batch["landmarks"] + off[:, None, :]
-    shifted = batch["boxes"] + np.concatenate([off, off], axis=1)[:, None, :]
-    batch["boxes"] = np.clip(shifted, 0.0, 1.0).astype(np.float32)
+    n, size = imgs.shape[0], imgs.shape[1]
+    if n == 0 or (shift <= 0 and scale <= 0 and not flip):
+        return
+    s = rng.uniform(1.0 - scale, 1.0 + scale, size=n) if scale > 0 else np.ones(n)
+    t = rng.integers(-shift, shift + 1, size=(n, 2)) if shift > 0 else np.zeros((n, 2), int)
+    mirror = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    wh = batch["image_size"].astype(np.float64)[:, None, :]  # [n, 1, 2] original (w, h)
+    lm = batch["landmarks"].astype(np.float64)
+    boxes = batch["boxes"].astype(np.float64)
+    if mirror.any():
+        from tag_model.synth import IBUG68_MIRROR
+
+        imgs = imgs.copy()
+        imgs[mirror] = imgs[mirror][:, :, ::-1]
+        edge = (wh[mirror, :, 0] - 1.0) / wh[mirror, :, 0]  # x -> W - 1 - x, normalised
+        lm[mirror] = lm[mirror][:, IBUG68_MIRROR]
+        lm[mirror, :, 0] = edge - lm[mirror, :, 0]
+        bx = boxes[mirror]
+        boxes[mirror] = np.stack(
+            [edge - bx[..., 2], bx[..., 1], edge - bx[..., 0], bx[..., 3]], axis=-1
+        )
+    if scale > 0 or shift > 0:
+        c = size / 2.0
+        u = np.arange(size) + 0.5  # output pixel centres
+        src = c + (u[None, None, :] - c - t[:, :, None]) / s[:, None, None] - 0.5  # [n, 2, S]
+        src = np.clip(src, 0.0, size - 1.0)
+        lo = np.floor(src).astype(np.int64)
+        hi = np.minimum(lo + 1, size - 1)
+        w = src - lo
+        # bilinear resampling as one [S_out, S_in] matrix per face and axis (x, y), applied
+        # inside the jitted step (_warp): two small matmuls instead of host-side gathers
+        warp = np.zeros((n, 2, size, size), np.float32)
+        idx = np.ix_(np.arange(n), np.arange(2), np.arange(size))
+        np.add.at(warp, (*idx, lo), (1.0 - w).astype(np.float32))
+        np.add.at(warp, (*idx, hi), w.astype(np.float32))
+        batch["warp"] = warp
+        # the same map on coordinates: resized continuous q = (p + 0.5) S / W for a
+        # pixel-centre coordinate p = x W; q' = c + s (q - c) + t; back to x'
+        sn = s[:, None, None]
+        q = (lm * wh + 0.5) * size / wh
+        lm = ((c + sn * (q - c) + t[:, None, :]) * wh / size - 0.5) / wh
+        wh4 = np.concatenate([wh, wh], axis=-1)
+        t4 = np.concatenate([t, t], axis=-1)[:, None, :]
+        q = (boxes * wh4 + 0.5) * size / wh4
+        boxes = ((c + sn * (q - c) + t4) * wh4 / size - 0.5) / wh4
+    batch["images"] = imgs
+    batch["landmarks"] = lm.astype(np.float32)
+    batch["boxes"] = np.clip(boxes, 0.0, 1.0).astype(np.float32)
 
 
 def _order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -342,8 +463,7 @@ def train_student(
     from tag_train.student._model import create_student
 
     model = create_student(config, args.seed)
-    warm = max(0, min(args.warmup_steps, args.max_steps - 1))
-    tx = _optimizer(args.learning_rate, warm, args.max_steps, args.weight_decay)
+    tx = _optimizer(args.weight_decay)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     mngr = checkpoint_manager(out, max_to_keep=args.save_total_limit)
     start, trained_seconds = 0, 0.0
@@ -365,6 +485,7 @@ def train_student(
         "box": (20.0 if args.target == "boxes" else 0.0)
         if args.box_weight is None
         else args.box_weight,
+        "label_smoothing": args.label_smoothing,
     }
     step_fn = train_step_fn(weights)
     n = len(train)
@@ -380,11 +501,19 @@ def train_student(
             epoch, pos = divmod(step, per_epoch)
             idx = _order(n, args.seed, epoch)[pos * bs : (pos + 1) * bs]
             batch = train.take(idx)
-            _shift(batch, np.random.default_rng([args.seed, 1, step]), args.shift)
-            parts = step_fn(model, optimizer, batch)
+            _augment(
+                batch,
+                np.random.default_rng([args.seed, 1, step]),
+                shift=args.shift,
+                scale=args.scale,
+                flip=args.flip,
+            )
+            lr = lr_at(args, step, trained_seconds + time.perf_counter() - t0)
+            parts = step_fn(model, optimizer, batch, np.float32(lr))
             step += 1
             if step % args.logging_steps == 0 or step == args.max_steps:
                 last = {k: float(v) for k, v in jax.device_get(parts).items()}
+                last["lr"] = lr
                 rec = {"step": step, "seconds": round(time.perf_counter() - t0, 2), **last}
                 with open(metrics_path, "a") as fh:
                     fh.write(json.dumps(rec) + "\n")
