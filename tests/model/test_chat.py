@@ -17,6 +17,7 @@ from tag_model.chat import (
     ChatError,
     ChatRequest,
     ChatResponse,
+    encoded_data_url,
     image_data_url,
 )
 
@@ -235,6 +236,33 @@ def test_image_data_url_roundtrip():
     assert back.size == (20, 12) and back.mode == "RGB"
     assert back.getpixel((3, 3)) == (200, 10, 30)
     assert image_data_url(img, "JPEG").startswith("data:image/jpeg;base64,/9j/")
+
+
+def test_encoded_data_url_sends_the_file_as_it_is():
+    img = Image.new("RGB", (20, 12), (200, 10, 30))
+    for fmt, mime in (("PNG", "png"), ("JPEG", "jpeg"), ("WEBP", "webp")):
+        buf = io.BytesIO()
+        img.save(buf, format=fmt)
+        url = encoded_data_url(buf.getvalue())
+        assert url == f"data:image/{mime};base64," + base64.b64encode(buf.getvalue()).decode()
+    gif = io.BytesIO()
+    img.save(gif, format="GIF")
+    assert encoded_data_url(gif.getvalue()) is None
+    assert encoded_data_url(b"") is None
+
+
+def test_connections_are_reused_and_closed():
+    behaviour = lambda body, call: (200, completion("ok"), 0.01)  # noqa: E731
+    with ChatServer(behaviour) as srv:
+        client = ChatClient(_cfg(srv, concurrency=4))
+        for _ in range(3):
+            assert client.map_chat([_msgs(f"q{k}") for k in range(8)]) == ["ok"] * 8
+        assert len(srv.requests) == 24
+        assert 1 <= len(client._clients) <= 4  # one per request in flight, then reused
+        client.close()
+        assert client._clients == []
+        with pytest.raises(RuntimeError, match="closed"):
+            client.chat(_msgs("late"))
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from tag_model.chat._client import (
     ChatError,
     ChatRequest,
     ChatResponse,
+    encoded_data_url,
     image_data_url,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "ChatError",
     "ChatRequest",
     "ChatResponse",
+    "encoded_data_url",
     "image_data_url",
 ]
