@@ -223,6 +223,34 @@ def test_factory_specs_and_one_call_shape(tmp_path) -> None:
     assert mod.predict(landmarks=shape) == {12: 0.9}
 
 
+def test_predict_many_equals_predict_face_by_face(synth_eval, tmp_path) -> None:
+    from tag_model.detectors import load_detector
+
+    _, lm = synth_eval
+    faces: list = [lm[k] * (0.5 + k % 3) for k in range(40)]  # several scales
+    faces[3] = None  # no landmarks
+    faces[7] = np.zeros((68, 2))  # degenerate: nothing seen
+    faces[11] = np.full((68, 2), np.nan)
+    geo = load_detector("geometric")
+    many = geo.predict_many([None] * len(faces), faces)
+    one = [geo.predict(landmarks=f) for f in faces]
+    assert many == one  # bit-identical, whatever the batch holds
+    assert many[3] == {} and many[7] == {} and many[11] == {} and len(many[0]) > 5
+    # the same face gives the same floats in any batch (resumed builds batch differently)
+    assert geo.predict_many([None, None], [faces[0], faces[1]])[1] == many[1]
+    csv = tmp_path / "seq.csv"
+    csv.write_text("frame, success, AU12_r\n1, 1, 3.0\n2, 1, 0.0\n")
+    of = load_detector(f"openface:{csv}")
+    assert of.predict_many([None, None], [None, None], indices=[1, 0]) == [
+        of.predict(index=1),
+        of.predict(index=0),
+    ]
+    with pytest.raises(ValueError, match="2 images, 1 landmark sets"):
+        geo.predict_many([None, None], [faces[0]])
+    with pytest.raises(ValueError, match=r"\[68, 2\], got shape \(5, 2\) \(face 1\)"):
+        geo.predict_many([None, None], [faces[0], np.zeros((5, 2))])
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import pytest
@@ -243,3 +244,43 @@ def test_extra_body_and_rate_limit(synth_ds, tmp_path):
 def test_final_statuses_are_what_resume_skips():
     assert "teacher_error" not in FINAL_STATUSES
     assert {"kept", "rejected_format", "rejected_label"} <= FINAL_STATUSES
+
+
+def test_image_files_are_sent_as_they_are(synth_ds, tmp_path):
+    """The teacher gets each face's own file (no re-encoding) when it shows exactly the decoded
+    image; an EXIF-rotated JPEG or an RGBA PNG is decoded as ``datasets`` does and re-encoded."""
+    import base64
+    import io
+
+    from PIL import Image
+    from tag_train.traces._builder import _decode_image
+
+    rows = synth_ds.select(range(4))
+    cfg = TraceBuildConfig(**CFG, concurrency=2)
+    with ChatServer(template_behaviour()) as srv, _teacher(srv) as t:
+        build_traces(rows, t, tmp_path / "b", cfg, progress=False)
+        bodies = srv.bodies
+    cells = rows.cast_column("image", datasets.Image(decode=False))["image"]
+    files = {base64.b64encode(Path(c["path"]).read_bytes()).decode() for c in cells}
+    sent = {b["messages"][-1]["content"][0]["image_url"]["url"] for b in bodies}
+    assert {u.split(",", 1)[1] for u in sent} == files
+    assert all(u.startswith("data:image/jpeg;base64,") for u in sent)
+
+    feature = datasets.Image()
+    rotated = Image.new("RGB", (30, 20), (10, 200, 30))
+    rotated.putpixel((0, 0), (255, 0, 0))
+    exif = rotated.getexif()
+    exif[Image.ExifTags.Base.Orientation] = 6  # rotate 90 degrees clockwise
+    buf = io.BytesIO()
+    rotated.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    image, raw = _decode_image({"bytes": buf.getvalue(), "path": None}, feature)
+    want = feature.decode_example({"bytes": buf.getvalue(), "path": None})
+    assert raw is None and image.size == want.size == (20, 30)
+    assert image.tobytes() == want.tobytes()
+    buf = io.BytesIO()
+    Image.new("RGBA", (8, 8), (1, 2, 3, 4)).save(buf, format="PNG")
+    image, raw = _decode_image({"bytes": buf.getvalue(), "path": None}, feature)
+    assert raw is None and image.mode == "RGBA"
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 7).save(buf, format="PNG")
+    assert _decode_image({"bytes": buf.getvalue(), "path": None}, feature)[1] == buf.getvalue()

@@ -42,6 +42,9 @@ class TeacherRequest:
             (lets a teacher ground a step when no AU is active).
         label: the gold label. Only teachers that declare ``uses_gold_label`` read it;
             the OpenAI and HF teachers never see it.
+        encoded_image: the image's own file bytes (PNG, JPEG or WEBP) when they decode to
+            exactly ``image`` (no EXIF rotation, RGB or grayscale). A teacher that sends
+            images over HTTP sends these as they are instead of re-encoding ``image``.
     """
 
     sample_id: str
@@ -54,14 +57,16 @@ class TeacherRequest:
     attempt: int = 0
     label: str | None = None
     face_box: tuple[float, float, float, float] | None = None
+    encoded_image: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
 class TeacherReply:
     """A teacher's answer: the trace text and metadata (model, latency, usage, error).
 
-    ``text`` is ``""`` when the teacher failed (``meta["error"]`` says why); a failed reply
-    is counted as a format failure by the builder, never raised.
+    ``text`` is ``""`` when the teacher failed (``meta["error"]`` says why). The builder
+    records such a reply as a ``teacher_error``, which the next run asks again; it is never
+    raised and never counted as a format failure.
     """
 
     text: str

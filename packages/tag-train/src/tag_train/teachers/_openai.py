@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from tag_model.chat import ChatClient, ChatConfig, ChatError, ChatRequest, image_data_url
+from tag_model.chat import (
+    ChatClient,
+    ChatConfig,
+    ChatError,
+    ChatRequest,
+    encoded_data_url,
+    image_data_url,
+)
 
 from tag_train.teachers._base import TeacherReply, TeacherRequest
 
@@ -36,6 +43,10 @@ class OpenAITeacher:
         backoff: base delay in seconds; the n-th retry waits ``backoff * 2**n`` (plus up to
             10 % jitter), capped at ``max_backoff``, or the server's ``Retry-After`` if larger.
         temperature, max_tokens, extra_body: passed in the request body.
+        image_format: how an image is encoded when it must be (``PNG`` or any PIL format).
+            A request that carries its image file (``TeacherRequest.encoded_image``, a PNG,
+            JPEG or WEBP that decodes to exactly the image; the trace builder sets it) sends
+            that file as it is: lossless, and far cheaper than encoding again.
         transport: an optional :class:`httpx.BaseTransport` (tests, proxies).
 
     A request that still fails after the retries returns ``TeacherReply("", meta={"error": ...})``.
@@ -153,6 +164,15 @@ class OpenAITeacher:
                 self._urls.pop(key, None)
         return url
 
+    def _request_image_url(self, request: TeacherRequest) -> str:
+        """The request's image file sent as it is when it has one (``encoded_image``), else
+        ``request.image`` encoded in ``image_format``."""
+        if request.encoded_image is not None:
+            url = encoded_data_url(request.encoded_image)
+            if url is not None:
+                return url
+        return self._image_url(request.image)
+
     def _forget(self, key: int) -> None:
         with self._url_lock:
             self._urls.pop(key, None)
@@ -165,7 +185,7 @@ class OpenAITeacher:
                 "content": [
                     {
                         "type": "image_url",
-                        "image_url": {"url": self._image_url(request.image)},
+                        "image_url": {"url": self._request_image_url(request)},
                     },
                     {"type": "text", "text": request.user},
                 ],
