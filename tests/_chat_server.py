@@ -6,7 +6,9 @@ Use it as a context manager (``with ChatServer(...) as srv``) or with ``start()`
 How it answers:
 
 - with a ``behaviour(body, call) -> (status, payload, delay_s[, headers])``: whatever that
-  returns, after sleeping ``delay_s``. ``call`` counts earlier requests with the same *key*
+  returns, ``delay_s`` after the request arrived (the server's own parsing and the
+  behaviour's work are inside that time, as a real server's latency would be, so a busy
+  test process does not add its queueing to every reply). ``call`` counts earlier requests with the same *key*
   (the last message's last text), so "fail the first try of every sample" is easy. Build
   payloads with :func:`completion`.
 - without one, as an LLM judge would, according to ``srv.mode``:
@@ -39,7 +41,14 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Behaviour", "ChatServer", "completion", "template_behaviour", "template_reply"]
+__all__ = [
+    "AsyncChatServer",
+    "Behaviour",
+    "ChatServer",
+    "completion",
+    "template_behaviour",
+    "template_reply",
+]
 
 #: (request body, call number for this key) -> (status, payload, delay_s[, extra headers])
 Behaviour = Callable[[dict[str, Any], int], tuple[Any, ...]]
@@ -159,6 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def do_POST(self) -> None:
+        arrived = time.perf_counter()
         n = int(self.headers.get("Content-Length", 0))
         body = json.loads(self.rfile.read(n))
         srv = self.server
@@ -177,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         if srv.behaviour is not None:
             status, payload, delay, *rest = srv.behaviour(body, call)
             if delay:
-                time.sleep(delay)
+                time.sleep(max(0.0, delay - (time.perf_counter() - arrived)))
             self._send(status, payload, rest[0] if rest else None)
             return
         self._judge(body, count)
@@ -217,6 +227,10 @@ class ChatServer(ThreadingHTTPServer):
     """Serves ``POST /v1/chat/completions`` on 127.0.0.1 (a free port); see the module doc."""
 
     daemon_threads = True
+    #: the listen backlog. socketserver's default, 5, drops the SYNs of a client that opens
+    #: dozens of connections at once (a trace build at concurrency 32), and each dropped one
+    #: waits out TCP's 1 s retransmit; uvicorn (vLLM's server) listens with 2048.
+    request_queue_size = 2048
 
     def __init__(self, behaviour: Behaviour | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -259,3 +273,70 @@ class ChatServer(ThreadingHTTPServer):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class AsyncChatServer:
+    """The same protocol and behaviours as :class:`ChatServer`, served by one asyncio event
+    loop (as uvicorn serves vLLM) instead of a thread per connection. For throughput
+    benchmarks: each reply leaves ``delay_s`` after its request was read, and the server adds
+    about 0.3 ms of CPU per request, where the threaded server's GIL queue added ~45 ms to
+    every reply of a 32-request burst on two cores (measured: 0.245 s per 0.2 s request
+    against 0.201 s here), which a benchmark would have charged to the client.
+
+    ``serve(behaviour, on_ready)`` runs it in the calling thread until the process ends;
+    ``on_ready`` gets the base URL. Requests are counted per key (``call``) but not stored.
+    """
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.calls: dict[str, int] = {}
+
+    async def _handle(self, reader: Any, writer: Any) -> None:
+        import asyncio
+        from http import HTTPStatus
+
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                arrived = time.perf_counter()
+                headers: dict[str, str] = {}
+                while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                n = int(headers.get("content-length", 0))
+                body = json.loads(await reader.readexactly(n)) if n else {}
+                key = _last_text(body)
+                call = self.calls.get(key, 0)
+                self.calls[key] = call + 1
+                status, payload, delay, *rest = self.behaviour(body, call)
+                wait = delay - (time.perf_counter() - arrived)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if status == "drop":
+                    return
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                extra = "".join(f"{k}: {v}\r\n" for k, v in (rest[0] if rest else {}).items())
+                head = (
+                    f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                    f"{extra}\r\n"
+                )
+                writer.write(head.encode("latin-1") + data)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    def serve(self, on_ready: Callable[[str], None]) -> None:
+        import asyncio
+
+        async def main() -> None:
+            srv = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=2048)
+            on_ready(f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/v1")
+            async with srv:
+                await srv.serve_forever()
+
+        asyncio.run(main())
