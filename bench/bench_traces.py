@@ -53,6 +53,7 @@ def server_url():
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module")
