@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import pytest
 import tag_train
 from tag_model.au import get_label_space
 from tag_train.cli import main
@@ -128,6 +129,21 @@ def test_rl_routes_demo_flags_to_the_demo():
     assert not _only_demo_flags(["--dataset_path", "traces", "--model_name_or_path", "m"])
     assert not _only_demo_flags(["--preset", "smoke", "--help"])
     assert not _only_demo_flags(["--preset", "smoke", "--learning_rate", "1e-6"])
+    assert _only_demo_flags(["--preset", "default", "--labels", "rafdb"])
+
+
+def test_demo_labels_option(monkeypatch, capsys):
+    import tag_train.demo._run as demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda preset, *a, **k: seen.append(preset))
+    assert main(["rl", "--preset", "smoke", "--labels", "rafdb"]) == 0
+    assert seen[-1].labels == tuple(get_label_space("rafdb").names)
+    assert seen[-1].key() != demo.PRESETS["smoke"].key()  # its own cache
+    assert main(["rl", "--preset", "smoke", "--labels", "neutral, anger"]) == 0
+    assert seen[-1].labels == ("neutral", "anger")
+    with pytest.raises(SystemExit, match="unknown: happy"):
+        main(["rl", "--preset", "smoke", "--labels", "happy,anger"])
 
 
 # -- expected failures: one line on stderr, a distinct exit status ---------------------------

@@ -54,6 +54,7 @@ examples:
   tag-train rl  --config configs/grpo_qwen2_5_vl_3b_rafdb.yaml --learning_rate 5e-7
   tag-train rl                   # built-in demo (CPU, <= 15 min), writes runs/demo-<timestamp>/
   tag-train rl --preset smoke    # the same path in <= 2 min
+  tag-train rl --preset default --labels rafdb   # the demo on the 7 RAF-DB classes
 
 `tag-train <command> --help` lists every option of a command. Example YAML configs ship in
 the package: python -c "import tag_train, pathlib; print(pathlib.Path(tag_train.__file__).parent / 'configs')"
@@ -232,7 +233,15 @@ _EXPORT_HELP = (
 )
 
 
-_DEMO_FLAGS = ("--preset", "--run_dir", "--cache_dir", "--no_cache", "--seed", "--verbose")
+_DEMO_FLAGS = (
+    "--preset",
+    "--run_dir",
+    "--cache_dir",
+    "--no_cache",
+    "--seed",
+    "--labels",
+    "--verbose",
+)
 
 
 def _flags(argv: list[str]) -> list[str]:

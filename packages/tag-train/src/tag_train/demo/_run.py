@@ -376,8 +376,35 @@ def run_demo(
     return summary
 
 
+def parse_demo_labels(text: str) -> tuple[str, ...]:
+    """``--labels``: a label space's name (``rafdb``) or comma-separated canonical labels.
+
+    >>> parse_demo_labels("happiness, anger")
+    ('happiness', 'anger')
+    >>> len(parse_demo_labels("rafdb"))
+    7
+    """
+    from tag_model.au import CANONICAL_LABELS, get_label_space
+
+    if "," not in text:
+        try:
+            return tuple(get_label_space(text).names)
+        except KeyError:
+            pass
+    labels = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in labels if x not in CANONICAL_LABELS]
+    if bad or len(labels) < 2 or len(set(labels)) != len(labels):
+        raise SystemExit(
+            f"tag-train rl: --labels {text!r}: give a label space (rafdb, ferplus, affectnet7, "
+            f"affectnet8) or two or more distinct labels from {', '.join(CANONICAL_LABELS)}"
+            + (f"; unknown: {', '.join(bad)}" if bad else "")
+        )
+    return labels
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``tag-train rl [--preset smoke|default] [--run_dir D] [--cache_dir C] [--no_cache]``."""
+    """``tag-train rl [--preset smoke|default|ablation] [--labels L] [--run_dir D] [--cache_dir C]
+    [--no_cache] [--seed S] [--verbose]``."""
     parser = argparse.ArgumentParser(
         prog="tag-train rl", description="The built-in TAG demo (CPU)."
     )
@@ -395,6 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
+        "--labels",
+        default=None,
+        help="the classes: a label space (rafdb: its 7 classes) or comma-separated canonical "
+        "labels; default: the preset's four (happiness, sadness, surprise, anger). Other "
+        "labels get their own cache",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="print the trainers' per-step metrics and the libraries' warnings",
@@ -403,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = PRESETS[args.preset]
     if args.seed is not None:
         preset = dataclasses.replace(preset, seed=args.seed)
+    if args.labels is not None:
+        preset = dataclasses.replace(preset, labels=parse_demo_labels(args.labels))
     if args.no_cache:
         shutil.rmtree(cache_root(args.cache_dir) / preset.key(), ignore_errors=True)
     logging.basicConfig(level=logging.WARNING)
