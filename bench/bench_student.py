@@ -12,7 +12,8 @@ same run.
     .venv/bin/python bench/bench_student.py [--student DIR] [--traces DIR] [--threads 2]
 
 ``--student DIR`` times a trained student (``tag-train distill``); without it a freshly
-initialised one of the default architecture (the weights do not change the cost).
+initialised one of the default architecture (the weights do not change the cost). With a
+trained student it also checks its boxes on a real face (:func:`astronaut_check`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,53 @@ def bench_student(folder: str | None, batch: int, rounds: int) -> dict[str, floa
         "faces_per_second": batch / med,
         "seconds_per_face": med / batch,
         "params": int(sum(x.size for x in jax.tree.leaves(pred._state))),
+    }
+
+
+def astronaut_check(folder: str) -> dict[str, object] | None:
+    """The student on a real face: ``skimage.data.astronaut()``, dlib's 68 landmarks, the face
+    framed as in the student's training faces (:func:`tag_train.student.frame_face`). Checks,
+    as ``tests/kernels/test_regions.py`` checks the regions of dlib's own landmarks, that the
+    AU12 box holds both mouth corners and the AU6 box lies under the eyes and above the mouth.
+    ``None`` when dlib, its model or skimage is missing."""
+    import numpy as np
+    from PIL import Image
+    from tag_kernels import IBUG68_REGIONS as table
+    from tag_kernels import elementwise_box_iou, landmarks_to_regions
+    from tag_train.student import frame_face, load
+
+    try:
+        from skimage import data
+        from tag_model.faces import detect_landmarks
+
+        img = data.astronaut()
+        found = detect_landmarks(img)
+    except (ImportError, RuntimeError, FileNotFoundError) as exc:
+        print(f"astronaut check skipped: {exc}")
+        return None
+    if found is None or getattr(found, "landmarks", None) is None:
+        print("astronaut check skipped: dlib found no face")
+        return None
+    lm = np.asarray(found.landmarks, np.float32)
+    h, w = img.shape[:2]
+    ref = np.asarray(landmarks_to_regions(lm[None], np.array([[w, h]], np.float32)))[0]
+    x1, y1, x2, y2 = frame_face(lm)
+    out = load(folder).predict([Image.fromarray(img).crop((x1, y1, x2, y2))], traces=False)
+    boxes = out.region_boxes[0] + np.array([x1, y1, x1, y1], np.float32)
+    b12, b6 = boxes[table.region_of(12)], boxes[table.region_of(6)]
+    corners = all(b12[0] <= lm[k, 0] <= b12[2] and b12[1] <= lm[k, 1] <= b12[3] for k in (48, 54))
+    cheeks = bool(b6[1] > lm[36:48, 1].min() and b6[3] < lm[48:60, 1].min())
+    iou = {
+        f"AU{au}": float(elementwise_box_iou(boxes[table.region_of(au)], ref[table.region_of(au)]))
+        for au in (6, 12)
+    }
+    return {
+        "crop": [x1, y1, x2, y2],
+        "emotion": out.emotion[0],
+        "activated": [(a.au, round(a.prob, 3)) for a in out.activated[0]],
+        "iou_with_dlib_regions": iou,
+        "AU12 box holds both mouth corners": corners,
+        "AU6 box under the eyes and above the mouth": cheeks,
     }
 
 
@@ -131,6 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         "student >= 100x the VLM per face": ratio >= 100,
     }
     print(f"speed-up per face: {ratio:,.0f}x")
+    real = astronaut_check(args.student) if args.student else None
+    if real is not None:
+        print(
+            f"astronaut (dlib landmarks, face framed as in training, crop {real['crop']}): "
+            f"{real['emotion']}, activated {real['activated']}, IoU with dlib's regions "
+            + ", ".join(f"{k} {v:.2f}" for k, v in real["iou_with_dlib_regions"].items())  # type: ignore[union-attr]
+        )
+        for name in (
+            "AU12 box holds both mouth corners",
+            "AU6 box under the eyes and above the mouth",
+        ):
+            goals[f"astronaut: {name}"] = bool(real[name])
     for name, ok in goals.items():
         print(f"  [{'met ' if ok else 'MISS'}] {name}")
     try:
@@ -141,7 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
-                {"student": student, "vlm": vlm, "speedup": ratio, "goals": goals, "load": load},
+                {
+                    "student": student,
+                    "vlm": vlm,
+                    "speedup": ratio,
+                    "astronaut": real,
+                    "goals": goals,
+                    "load": load,
+                },
                 fh,
                 indent=2,
             )

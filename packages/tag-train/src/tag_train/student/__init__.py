@@ -8,7 +8,15 @@ forward pass, and a TAG trace written from that evidence.
 """
 
 from tag_train.student._eval import StudentGenerator
-from tag_train.student._infer import StudentOutput, StudentPredictor, load, render_student_trace
+from tag_train.student._infer import (
+    FACE_CENTRE,
+    FACE_FRACTION,
+    StudentOutput,
+    StudentPredictor,
+    frame_face,
+    load,
+    render_student_trace,
+)
 from tag_train.student._model import StudentConfig, StudentNet, student_forward
 from tag_train.student._train import (
     PRESETS,
@@ -18,6 +26,8 @@ from tag_train.student._train import (
 )
 
 __all__ = [
+    "FACE_CENTRE",
+    "FACE_FRACTION",
     "PRESETS",
     "DistillArguments",
     "StudentConfig",
@@ -26,6 +36,7 @@ __all__ = [
     "StudentOutput",
     "StudentPredictor",
     "evaluate_student",
+    "frame_face",
     "load",
     "render_student_trace",
     "run_distill",
