@@ -136,14 +136,9 @@ class LoadedDetector:
         for k, lm in zip(have, lms, strict=True):
             if lm.shape != (68, 2):
                 raise ValueError(f"landmarks must be [68, 2], got shape {lm.shape} (face {k})")
-        if not lms:
-            return result
-        r = self.impl.intensity_batch(np.stack(lms))
-        probs = self.impl._probability(r)
-        aus = self.impl.supported_aus
-        for k, rk, pk in zip(have, r, probs, strict=True):
-            if np.isfinite(rk).all():  # a degenerate face: every AU is NaN, nothing seen
-                result[k] = {a: float(v) for a, v in zip(aus, pk, strict=True)}
+        if lms:
+            for k, probs in zip(have, self.impl.predict_dicts(np.stack(lms)), strict=True):
+                result[k] = probs
         return result
 
 

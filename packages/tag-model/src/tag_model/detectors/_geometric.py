@@ -248,11 +248,18 @@ class GeometricAUDetector:
         lm = np.asarray(landmarks, dtype=np.float64)
         if lm.shape != (68, 2):
             raise ValueError(f"landmarks must be [68, 2], got shape {lm.shape}")
-        r = self.intensity_batch(lm[None])[0]
-        if not np.isfinite(r).all():  # a degenerate face: every AU is NaN
-            return {}
+        return self.predict_dicts(lm[None])[0]
+
+    def predict_dicts(self, landmarks: np.ndarray) -> list[dict[int, float]]:
+        """:meth:`predict` for ``landmarks[N, 68, 2]`` in one vectorised pass: per face,
+        AU -> probability, ``{}`` for a degenerate face (every AU NaN). Each face's floats
+        are the same whatever else the batch holds."""
+        r = self.intensity_batch(np.asarray(landmarks, dtype=np.float64))
         probs = self._probability(r)
-        return {a: float(p) for a, p in zip(self.supported_aus, probs)}
+        return [
+            {a: float(p) for a, p in zip(self.supported_aus, pk)} if np.isfinite(rk).all() else {}
+            for rk, pk in zip(r, probs)
+        ]
 
 
 def _per_au(value: float | Mapping[int, float], au: int, default: float) -> float:
