@@ -40,13 +40,6 @@ def image_data_url(image: Image.Image, fmt: str = "PNG") -> str:
     return f"data:image/{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-#: Image file signatures an OpenAI-compatible server accepts as a data URL, by MIME type.
-_SIGNATURES = (
-    ("image/png", b"\x89PNG\r\n\x1a\n"),
-    ("image/jpeg", b"\xff\xd8\xff"),
-)
-
-
 def encoded_data_url(data: bytes) -> str | None:
     """The ``data:`` URL of an already encoded image file, sent as it is (no re-encoding), or
     ``None`` when ``data`` is not a PNG, JPEG or WEBP file.
@@ -60,10 +53,13 @@ def encoded_data_url(data: bytes) -> str | None:
     >>> encoded_data_url(b"GIF89a...") is None
     True
     """
-    mime = next((m for m, sig in _SIGNATURES if data.startswith(sig)), None)
-    if mime is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        mime = "image/png"
+    elif data.startswith(b"\xff\xd8\xff"):
+        mime = "image/jpeg"
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         mime = "image/webp"
-    if mime is None:
+    else:
         return None
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
@@ -258,12 +254,15 @@ class ChatClient:
             c.close()
 
     def _new_client(self) -> httpx.Client:
+        if self._transport is not None:  # the transport holds its own TLS settings
+            return httpx.Client(
+                timeout=httpx.Timeout(self.config.timeout), transport=self._transport
+            )
         if self._ssl is None:  # building one costs ~60 ms (it loads the CA bundle): share it
             self._ssl = httpx.create_ssl_context()
         return httpx.Client(
             timeout=httpx.Timeout(self.config.timeout),
             verify=self._ssl,
-            transport=self._transport,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
         )
 
