@@ -8,9 +8,9 @@ How it answers:
 - with a ``behaviour(body, call) -> (status, payload, delay_s[, headers])``: whatever that
   returns, ``delay_s`` after the request arrived (the server's own parsing and the
   behaviour's work are inside that time, as a real server's latency would be, so a busy
-  test process does not add its queueing to every reply). ``call`` counts earlier requests with the same *key*
-  (the last message's last text), so "fail the first try of every sample" is easy. Build
-  payloads with :func:`completion`.
+  test process does not add its queueing to every reply). ``call`` counts earlier requests
+  with the same *key* (the last message's last text), so "fail the first try of every
+  sample" is easy. Build payloads with :func:`completion`.
 - without one, as an LLM judge would, according to ``srv.mode``:
 
   - ``"content"``: prefers the explanation naming more AUs (position-independent), ties when
@@ -278,13 +278,13 @@ class ChatServer(ThreadingHTTPServer):
 class AsyncChatServer:
     """The same protocol and behaviours as :class:`ChatServer`, served by one asyncio event
     loop (as uvicorn serves vLLM) instead of a thread per connection. For throughput
-    benchmarks: each reply leaves ``delay_s`` after its request was read, and the server adds
-    about 0.3 ms of CPU per request, where the threaded server's GIL queue added ~45 ms to
-    every reply of a 32-request burst on two cores (measured: 0.245 s per 0.2 s request
-    against 0.201 s here), which a benchmark would have charged to the client.
+    benchmarks: each reply leaves ``delay_s`` after its request was read. The threaded
+    server's GIL queue added ~45 ms to every reply of a 32-request burst on two cores, which a
+    benchmark would have charged to the client (measured with a trivial client: 0.245 s per
+    0.2 s request, against 0.201 s here).
 
-    ``serve(behaviour, on_ready)`` runs it in the calling thread until the process ends;
-    ``on_ready`` gets the base URL. Requests are counted per key (``call``) but not stored.
+    ``serve(on_ready)`` runs it in the calling thread until the process ends; ``on_ready``
+    gets the base URL. Requests are counted per key (``call``) but not stored.
     """
 
     def __init__(self, behaviour: Behaviour) -> None:
