@@ -138,6 +138,38 @@ def test_quality_drops_are_counted(synth_ds, tmp_path):
     assert len(datasets.load_from_disk(str(tmp_path / "q"))) == 0
 
 
+def test_build_freezes_old_objects_only_while_it_runs(synth_ds, tmp_path):
+    """build_traces keeps the GC off pre-existing objects during the build and hands them
+    back afterwards, even when the build raises; a caller's own freeze is left alone."""
+    import gc
+
+    seen: list[int] = []
+
+    class Spy(TemplateTeacher):
+        def generate(self, requests):
+            seen.append(gc.get_freeze_count())
+            return super().generate(requests)
+
+    assert gc.get_freeze_count() == 0
+    build_traces(synth_ds.select(range(2)), Spy(), tmp_path / "a", TraceBuildConfig(**CFG), progress=False)
+    assert seen and min(seen) > 0 and gc.get_freeze_count() == 0
+
+    with pytest.raises(ValueError, match="concurrency"):
+        build_traces(
+            synth_ds.select(range(2)), Spy(), tmp_path / "b", TraceBuildConfig(**{**CFG,
+            "concurrency": 0}), progress=False,
+        )  # fmt: skip
+    assert gc.get_freeze_count() == 0
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        build_traces(synth_ds.select(range(2)), Spy(), tmp_path / "c", TraceBuildConfig(**CFG), progress=False)
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_rerun_is_idempotent_and_settings_mismatch_refused(synth_ds, tmp_path):
     out = tmp_path / "r"
     small = synth_ds.select(range(8))

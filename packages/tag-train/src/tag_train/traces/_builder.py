@@ -30,7 +30,10 @@ index); :func:`~tag_train.traces.combine_shards` joins the shard outputs.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import functools
+import gc
 import itertools
 import json
 import logging
@@ -273,14 +276,9 @@ def _to_entries(
         return ()
     boxes = np.asarray([a.box for a in activated], dtype=np.float32).reshape(-1, 4)
     model = np.asarray(adapter.from_pixels(boxes, size), dtype=np.float32).reshape(-1, 4)
-    return tuple(
-        ActivatedEntry(
-            au=int(a.au),
-            prob=float(a.prob),
-            box=tuple(float(v) for v in b),
-            model_box=tuple(float(v) for v in m),
-        )
-        for a, b, m in zip(activated, boxes, model, strict=True)
+    return tuple(  # tolist(): Python floats at once, not one float() per NumPy scalar
+        ActivatedEntry(au=int(a.au), prob=float(a.prob), box=tuple(b), model_box=tuple(m))
+        for a, b, m in zip(activated, boxes.tolist(), model.tolist(), strict=True)
     )
 
 
@@ -496,6 +494,36 @@ def _as_detector(detector: Any) -> Any:
 # ----------------------------------------------------------------------------- builder
 
 
+@contextlib.contextmanager
+def _old_objects_frozen():
+    """Keep the cyclic GC off the objects that existed before the build while it runs.
+
+    A full (generation-2) collection walks the whole heap; in a process that holds a large
+    one (a notebook, a test session, a loaded dataset) one such pass in the middle of a build
+    stalls every thread for a while (measured: 1 build in 4 took 0.4 s longer, standalone).
+    ``gc.freeze`` moves the existing objects out of the collector's reach; the build's own
+    garbage is still collected, and ``gc.unfreeze`` hands everything back afterwards. A
+    process that froze objects itself (``gc.get_freeze_count() > 0``) is left as it is."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _with_old_objects_frozen(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _old_objects_frozen():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_with_old_objects_frozen
 def build_traces(
     dataset: Any,
     teacher: Teacher,
