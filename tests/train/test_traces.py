@@ -151,7 +151,9 @@ def test_build_freezes_old_objects_only_while_it_runs(synth_ds, tmp_path):
             return super().generate(requests)
 
     assert gc.get_freeze_count() == 0
-    build_traces(synth_ds.select(range(2)), Spy(), tmp_path / "a", TraceBuildConfig(**CFG), progress=False)
+    build_traces(
+        synth_ds.select(range(2)), Spy(), tmp_path / "a", TraceBuildConfig(**CFG), progress=False
+    )
     assert seen and min(seen) > 0 and gc.get_freeze_count() == 0
 
     with pytest.raises(ValueError, match="concurrency"):
@@ -164,7 +166,13 @@ def test_build_freezes_old_objects_only_while_it_runs(synth_ds, tmp_path):
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()
-        build_traces(synth_ds.select(range(2)), Spy(), tmp_path / "c", TraceBuildConfig(**CFG), progress=False)
+        build_traces(
+            synth_ds.select(range(2)),
+            Spy(),
+            tmp_path / "c",
+            TraceBuildConfig(**CFG),
+            progress=False,
+        )
         assert gc.get_freeze_count() >= frozen
     finally:
         gc.unfreeze()
