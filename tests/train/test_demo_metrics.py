@@ -83,3 +83,35 @@ def test_rl_fifths_give_the_change_with_a_ci(tmp_path) -> None:
     g = f["change"]["grounding"]
     assert g["low"] < 0 < g["high"] or abs(g["mean"]) < 0.01  # periodic noise, no trend
     assert f["change"]["format"]["mean"] == 0.0
+
+
+def test_rl_arm_passes_the_presets_grpo_settings(monkeypatch, tmp_path) -> None:
+    """The preset's GRPO fields reach TRL's GRPOConfig (aggregation, weights, sampling), and
+    they stay out of the cache key: changing them reuses the cached SFT."""
+    import dataclasses
+
+    import tag_train.rl
+    from tag_train.demo._presets import PRESETS
+    from tag_train.demo._run import _rl_arm
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_rl(rargs, targs, callbacks=None):
+        seen["targs"] = targs
+        raise Stop
+
+    monkeypatch.setattr(tag_train.rl, "run_rl", fake_run_rl)
+    base = PRESETS["smoke"]
+    p = dataclasses.replace(
+        base, rl_aggregation="normalize_then_sum", rl_temperature=0.9, rl_grounding_weight=3.0
+    )
+    assert p.key() == base.key()
+    with pytest.raises(Stop):
+        _rl_arm(p, tmp_path, tmp_path / "run", (1.0, 1.0, 3.0), None, None, {}, False, False)
+    t = seen["targs"]
+    assert t.multi_objective_aggregation == "normalize_then_sum"
+    assert t.temperature == 0.9 and list(t.reward_weights) == [1.0, 1.0, 3.0]
+    assert t.num_generations == base.rl_generations

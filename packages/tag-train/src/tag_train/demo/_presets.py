@@ -52,6 +52,10 @@ class DemoPreset:
     rl_max_completion: int = 200
     rl_temperature: float = 0.7
     rl_grounding_weight: float = 2.0  # reward_weights = (1, 1, this): format, answer, grounding
+    #: TRL's ``multi_objective_aggregation``: ``sum_then_normalize`` (GRPO) standardises the
+    #: weighted sum within each group; ``normalize_then_sum`` (GDPO) standardises each reward
+    #: within its group first, so a small-spread reward is not drowned by a large-spread one
+    rl_aggregation: str = "sum_then_normalize"
     eval_max_new_tokens: int = 200
     n_pictures: int = 4
     template_variety: float = 0.3
@@ -69,6 +73,7 @@ class DemoPreset:
             "ablation",
             "rl_temperature",
             "rl_grounding_weight",
+            "rl_aggregation",
             "rl_steps",
             "rl_prompts",
             "rl_generations",

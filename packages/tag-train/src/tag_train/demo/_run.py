@@ -204,6 +204,7 @@ def _rl_arm(
         save_steps=max(5, preset.rl_steps // 4),
         save_total_limit=1,
         reward_weights=list(weights),
+        multi_objective_aggregation=preset.rl_aggregation,
         log_completions=False,
         seed=preset.seed,
     )
