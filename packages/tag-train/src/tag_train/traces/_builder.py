@@ -32,7 +32,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import functools
 import gc
 import itertools
 import json
@@ -514,16 +513,7 @@ def _old_objects_frozen():
         gc.unfreeze()
 
 
-def _with_old_objects_frozen(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _old_objects_frozen():
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-@_with_old_objects_frozen
+@_old_objects_frozen()  # a contextmanager is also a decorator: entered anew on each call
 def build_traces(
     dataset: Any,
     teacher: Teacher,
