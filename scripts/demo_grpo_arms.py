@@ -8,12 +8,15 @@ SFT on the same held-out faces, each with a bootstrap 95% CI).
         gonly '{"rl_aggregation": "normalize_then_sum", "answer_weight": 0}'
 
 Each arm is ``NAME JSON``: the JSON overrides fields of the default preset's GRPO settings
-(``rl_lr``, ``rl_temperature``, ``rl_prompts``, ``rl_generations``, ``rl_beta``,
-``rl_iterations``, ``rl_grounding_weight``, ``rl_aggregation``, ``rl_steps``, ``seed``) plus
+(``tag_train.demo._presets.GRPO_FIELDS``: the ``rl_*`` fields such as ``rl_lr`` or
+``rl_aggregation``) and ``seed`` (GRPO's seed; the SFT stays the cached seed-0 one), plus
 ``answer_weight`` (default 1). Arms run one after the other; each writes
-``runs/arms/NAME/result.json`` and prints one ``RESULT`` line. ``--threads 1`` lets two of these
+``runs/arms/NAME/result.json`` (its greedy ``eval`` keeps ``per_face``, so two arms compare
+paired: ``tag_model.stats.bootstrap_diff_ci(a, b, paired=True)``, as the README's "with minus
+without" rows do) and prints one ``RESULT`` line. ``--threads 1`` lets two of these
 processes share a 2-core machine (a step took the same 3.9 s at 1 thread beside another run
-as at 2 threads alone). The README's table "Why GRPO moves grounding so little" came from it.
+as at 2 threads alone). The README's table "Why GRPO moves grounding so little" was measured
+with these same calls, run from a scratch copy of this script.
 """
 
 from __future__ import annotations
@@ -26,20 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-_GRPO_FIELDS = {
-    "rl_lr",
-    "rl_temperature",
-    "rl_prompts",
-    "rl_generations",
-    "rl_beta",
-    "rl_iterations",
-    "rl_grounding_weight",
-    "rl_aggregation",
-    "rl_steps",
-    "rl_max_completion",
-    "seed",
-}
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -48,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/arms", help="parent folder of the arms' runs")
     ap.add_argument("--cache_dir", default=None, help="the demo's cache (default .tag-cache)")
     args = ap.parse_args(argv)
+    from tag_train.demo._presets import GRPO_FIELDS
+
+    fields = {*GRPO_FIELDS, "seed"}
     if len(args.arms) % 2:
         ap.error("arms come in pairs: NAME JSON")
     arms = []
@@ -56,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             ov = json.loads(text)
         except json.JSONDecodeError as exc:
             ap.error(f"arm {name}: its overrides are not JSON ({exc}): {text!r}")
-        unknown = set(ov) - _GRPO_FIELDS - {"answer_weight"}
+        unknown = set(ov) - fields - {"answer_weight"}
         if unknown:
-            ap.error(f"arm {name}: unknown field(s) {sorted(unknown)}; use {sorted(_GRPO_FIELDS)}")
+            ap.error(f"arm {name}: unknown field(s) {sorted(unknown)}; use {sorted(fields)}")
         arms.append((name, ov))
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -85,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     print("greedy after SFT: " + "  ".join(f"{k} {ev_sft[k]:.3f}" for k in keys), flush=True)
     for name, ov in arms:
         answer_weight = float(ov.get("answer_weight", 1.0))
-        preset = dataclasses.replace(base, **{k: v for k, v in ov.items() if k in _GRPO_FIELDS})
+        preset = dataclasses.replace(base, **{k: v for k, v in ov.items() if k in fields})
         weights = (1.0, answer_weight, preset.rl_grounding_weight)
         out = Path(args.out) / name
         t = time.perf_counter()
@@ -98,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             "weights": weights,
             "fifths": arm["fifths"],
             "vs_sft": arm["vs_sft"],
-            "eval": {k: v for k, v in arm["eval"].items() if k not in ("completions", "per_face")},
+            "eval": {k: v for k, v in arm["eval"].items() if k != "completions"},
             "seconds": time.perf_counter() - t,
         }
         (out / "result.json").write_text(json.dumps(result, indent=2))

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PRESETS", "PROMPT_STYLE", "DemoPreset", "cache_root"]
+__all__ = ["GRPO_FIELDS", "PRESETS", "PROMPT_STYLE", "DemoPreset", "cache_root"]
 
 #: Part of every preset's cache key: a new value invalidates every cached stage.
 _CACHE_VERSION = "6"
@@ -69,24 +69,17 @@ class DemoPreset:
         """The cache folder's name, ``<name>-<hash>``: the RL and picture fields are left out."""
         d = dataclasses.asdict(self)
         d["name"] = d.pop("cache_as") or d["name"]
-        for k in (
-            "ablation",
-            "rl_temperature",
-            "rl_grounding_weight",
-            "rl_aggregation",
-            "rl_steps",
-            "rl_prompts",
-            "rl_generations",
-            "rl_lr",
-            "rl_beta",
-            "rl_iterations",
-            "rl_max_completion",
-            "n_pictures",
-        ):
+        for k in (*GRPO_FIELDS, "ablation", "n_pictures"):
             d.pop(k)
         h = hashlib.sha1(json.dumps([_CACHE_VERSION, d], sort_keys=True).encode()).hexdigest()[:10]
         return f"{d['name']}-{h}"
 
+
+#: The GRPO settings (the ``rl_*`` fields): GRPO runs from the cached SFT, so they stay out of
+#: :meth:`DemoPreset.key` and changing one reuses the cache.
+GRPO_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(DemoPreset) if f.name.startswith("rl_")
+)
 
 PRESETS: dict[str, DemoPreset] = {
     "default": DemoPreset(name="default"),
