@@ -32,6 +32,11 @@ def test_unpaired_difference_covers_the_truth_at_about_the_level():
 def test_nan_handling_and_errors():
     ci = bootstrap_diff_ci([1.0, np.nan, 3.0], [0.0, 0.0, np.nan], paired=True)
     assert ci["n"] == 1 and ci["mean"] == 1.0
+    # one unit has no spread: no interval, so no "rise" can be claimed from it
+    assert ci["low"] is None and ci["high"] is None
+    one = bootstrap_diff_ci([0.9], [0.2], paired=False)
+    assert one["mean"] == pytest.approx(0.7) and one["low"] is None
+    assert bootstrap_ci([0.5])["low"] is None
     assert bootstrap_diff_ci([np.nan], [1.0], paired=False)["mean"] is None
     with pytest.raises(ValueError, match="differ in length"):
         bootstrap_diff_ci([1.0, 2.0], [1.0], paired=True)

@@ -296,7 +296,9 @@ def _cmd_run(argv: list[str]) -> int:
     print(f"run: {cfg.out_dir()}")
     print(f"accuracy {num(cls['accuracy'])}  macro-F1 {num(cls['macro_f1'])}  n={cls['n']}")
     g = f["grounding_f"]
-    if g["mean"] is not None:
+    if g["mean"] is not None and g["low"] is None:
+        print(f"grounding F {g['mean']:.4f} (n={g['n']}: no interval)")
+    elif g["mean"] is not None:
         print(f"grounding F {g['mean']:.4f} [{g['low']:.4f}, {g['high']:.4f}] (n={g['n']})")
     failures = (
         f"parse failures {parse['parse_failures']}/{cls['n']} "

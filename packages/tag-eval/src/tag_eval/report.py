@@ -109,6 +109,8 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def _fmt_ci(ci: Mapping[str, Any] | None) -> str:
     if not ci or ci.get("mean") is None:
         return "–"
+    if ci.get("low") is None:  # one unit: no interval
+        return f"{ci['mean']:.3f} <span class='ci'>n={ci['n']}</span>"
     return (
         f"{ci['mean']:.3f} <span class='ci'>[{ci['low']:.3f}, {ci['high']:.3f}] n={ci['n']}</span>"
     )

@@ -38,6 +38,8 @@ def _check(level: float, n_boot: int) -> None:
 
 
 def _interval(means: np.ndarray, mean: float, n: int, level: float) -> MeanCI:
+    if n < 2:  # one unit (per side) has no spread to resample: no interval, never a result
+        return MeanCI(mean=mean, low=None, high=None, n=n, level=level)
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     # The percentile interval of a mean brackets it up to float rounding; clamp so that the

@@ -32,12 +32,16 @@ ABLATION_METRICS: tuple[tuple[str, str, bool], ...] = (
 def _fmt(ci: dict[str, Any]) -> str:
     if ci.get("mean") is None:
         return "n/a"
+    if ci.get("low") is None:
+        return f"{ci['mean']:.3f} [no CI: one unit]"
     return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
 def _fmt_diff(ci: dict[str, Any]) -> str:
     if ci.get("mean") is None:
         return "n/a"
+    if ci.get("low") is None:
+        return f"{ci['mean']:+.3f} [no CI: one unit]"
     return f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
 
 

@@ -25,6 +25,8 @@ __all__ = [
 def _ci(ci: dict[str, Any]) -> str:
     if ci.get("mean") is None:
         return "n/a"
+    if ci.get("low") is None:
+        return f"{ci['mean']:+.3f} [no CI: one step or face per side]"
     return f"{ci['mean']:+.3f} [95% CI {ci['low']:+.3f}, {ci['high']:+.3f}]"
 
 
