@@ -2,6 +2,8 @@
 
 Subcommands (each accepts ``--config file.yaml``; flags on the command line override it):
 
+* ``tag-train pretrain``: the seeded two-stage pretraining of a nano base model (``tag-nano``
+  is ``--preset nano``; ``--preset smoke`` runs the path in seconds).
 * ``tag-train traces``: TAG-310K-style trace dataset (teacher + rejection sampling).
 * ``tag-train sft``: TRL ``SFTTrainer`` on a trace dataset (every ``SFTConfig`` flag works).
 * ``tag-train distill``: a small Flax NNX student (emotion, AU probabilities, AU boxes in one
@@ -55,6 +57,7 @@ examples:
   tag-train rl                   # built-in demo (CPU, <= 15 min), writes runs/demo-<timestamp>/
   tag-train rl --preset smoke    # the same path in <= 2 min
   tag-train rl --preset default --labels rafdb   # the demo on the 7 RAF-DB classes
+  tag-train pretrain             # rebuild the shipped tag-nano base (about 40 min on 2 cores)
 
 `tag-train <command> --help` lists every option of a command. Example YAML configs ship in
 the package: python -c "import tag_train, pathlib; print(pathlib.Path(tag_train.__file__).parent / 'configs')"
@@ -69,6 +72,12 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 class _UsageError(Exception):
     """A command-line usage error (exit status 2)."""
+
+
+def _pretrain(argv: list[str]) -> int:
+    from tag_train.pretrain import main as pretrain_main
+
+    return pretrain_main(argv)
 
 
 def _traces(argv: list[str]) -> int:
@@ -240,6 +249,7 @@ _DEMO_FLAGS = (
     "--no_cache",
     "--seed",
     "--labels",
+    "--base",
     "--verbose",
 )
 
@@ -309,7 +319,14 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{traces,sft,rl,merge,export,distill}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="{pretrain,traces,sft,rl,merge,export,distill}"
+    )
+    sub.add_parser(
+        "pretrain",
+        help="pretrain a nano base model (vision stage, then grounding questions)",
+        add_help=False,
+    )
     sub.add_parser(
         "traces", help="build a trace dataset (teacher + rejection sampling)", add_help=False
     )
@@ -343,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     handlers = {
+        "pretrain": _pretrain,
         "traces": _traces,
         "sft": _sft,
         "rl": _rl,
