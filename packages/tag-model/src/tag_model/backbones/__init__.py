@@ -41,7 +41,13 @@ from ._freeze import (
     part_of,
 )
 from ._generate import generate_completions
-from ._loading import BackboneNotFoundError, adapter_base_model, load_backbone
+from ._loading import (
+    SHIPPED_BACKBONES,
+    BackboneNotFoundError,
+    adapter_base_model,
+    load_backbone,
+    shipped_backbone_path,
+)
 from ._prompts import (
     DEFAULT_PROMPT_FAMILY,
     PROMPT_STYLES,
@@ -73,6 +79,7 @@ __all__ = [
     "PROMPT_STYLES",
     "QWEN_FAMILIES",
     "SETTINGS_FILE",
+    "SHIPPED_BACKBONES",
     "TINY_SPECIAL_TOKENS",
     "BackboneAdapter",
     "BackboneNotFoundError",
@@ -103,6 +110,7 @@ __all__ = [
     "qwen_chat_template",
     "resolve_family",
     "save_tag_settings",
+    "shipped_backbone_path",
     "tokenizer_corpus",
     "zero_shot_instruction",
 ]

@@ -22,13 +22,45 @@ from ._families import (
     resolve_family,
 )
 
-__all__ = ["BackboneNotFoundError", "adapter_base_model", "load_backbone"]
+__all__ = [
+    "SHIPPED_BACKBONES",
+    "BackboneNotFoundError",
+    "adapter_base_model",
+    "load_backbone",
+    "shipped_backbone_path",
+]
+
+#: Backbones that ship inside this package (safetensors, tokenizer, processor), by name.
+#: ``tag-nano`` is ``tag-train pretrain --preset nano``: a 2M-parameter Qwen2-VL pretrained
+#: on SynthFACS faces (a vision stage, then grounding questions); its ``pretrain.json`` holds
+#: the command, the time and the final metrics.
+SHIPPED_BACKBONES: dict[str, str] = {"tag-nano": "tag-nano"}
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 class BackboneNotFoundError(OSError):
     """The backbone's files are not available (missing folder, offline, not downloaded)."""
+
+
+def shipped_backbone_path(name: str) -> Path:
+    """The folder of a backbone shipped with ``tag-model`` (:data:`SHIPPED_BACKBONES`).
+
+    Raises:
+        KeyError: ``name`` is not a shipped backbone.
+        BackboneNotFoundError: this install lacks its files (a build without package data).
+    """
+    if name not in SHIPPED_BACKBONES:
+        raise KeyError(
+            f"{name!r} is not a shipped backbone; shipped: {', '.join(SHIPPED_BACKBONES)}"
+        )
+    path = Path(__file__).resolve().parent.parent / "_data" / SHIPPED_BACKBONES[name]
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise BackboneNotFoundError(
+            f"{name}: this tag-model install has no files at {path}; reinstall tag-model, or "
+            f"rebuild them with `tag-train pretrain --preset nano --output_dir {path}`"
+        )
+    return path
 
 
 def _looks_like_path(name: str) -> bool:
@@ -138,7 +170,9 @@ def load_backbone(
     """Load a VLM backbone (full checkpoint or LoRA adapter) through the transformers Auto classes.
 
     Args:
-        name_or_path: a local checkpoint folder, a hub id (``"Qwen/Qwen2.5-VL-3B-Instruct"``),
+        name_or_path: a shipped backbone's name (``"tag-nano"``, :data:`SHIPPED_BACKBONES`;
+            offline, from this package's data), a local checkpoint folder, a hub id
+            (``"Qwen/Qwen2.5-VL-3B-Instruct"``),
             or a LoRA adapter folder (peft, holding ``adapter_config.json``). For an adapter,
             the base model named by its ``base_model_name_or_path`` (or ``base_model``) is
             loaded the same way and the adapter applied with ``PeftModel.from_pretrained``;
@@ -174,6 +208,8 @@ def load_backbone(
     from ._tiny import load_processor
 
     name = os.fspath(name_or_path)
+    if name in SHIPPED_BACKBONES and not os.path.exists(name):
+        name = str(shipped_backbone_path(name))
     if family is not None:
         family = resolve_family(family)
     expanded = os.path.expanduser(name)
