@@ -282,8 +282,8 @@ def run_demo(
 
     t = time.perf_counter()
     cached_sft = (cache / "sft" / "DONE").exists()
-    warm = base_model(cache / "base", traces, eval_ds, preset, progress)
-    times["warmup"] = time.perf_counter() - t
+    base = base_model(cache / "base", traces, eval_ds, preset, progress)
+    times["base"] = time.perf_counter() - t
     t = time.perf_counter()
     sft_metrics = cache / "sft_metrics.jsonl"
     _sft(cache / "base", cache / "traces", cache / "sft", sft_metrics, preset, verbose)
@@ -347,7 +347,7 @@ def run_demo(
         "preset": dataclasses.asdict(preset),
         "cache": str(cache),
         "sft_cached": cached_sft,
-        "vision_warmup": warm,
+        "base": base,
         "eval_after_sft": _public(ev_sft),
         "eval_after_rl": _public(ev_rl),
         "rl_vs_sft": rl_vs_sft,
@@ -423,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
+        "--base",
+        choices=("tag-nano", "warmup"),
+        default=None,
+        help="the base model: tag-nano (default; pretrained, shipped with tag-model) or "
+        "warmup (random weights whose vision tower is warmed up on the demo's faces)",
+    )
+    parser.add_argument(
         "--labels",
         default=None,
         help="the classes: a label space (rafdb: its 7 classes) or comma-separated canonical "
@@ -440,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         preset = dataclasses.replace(preset, seed=args.seed)
     if args.labels is not None:
         preset = dataclasses.replace(preset, labels=parse_demo_labels(args.labels))
+    if args.base is not None:
+        preset = dataclasses.replace(preset, base=args.base)
     if args.no_cache:
         shutil.rmtree(cache_root(args.cache_dir) / preset.key(), ignore_errors=True)
     logging.basicConfig(level=logging.WARNING)
