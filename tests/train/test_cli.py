@@ -138,10 +138,12 @@ def test_demo_labels_option(monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(demo, "run_demo", lambda preset, *a, **k: seen.append(preset))
     assert main(["rl", "--preset", "smoke", "--labels", "rafdb"]) == 0
-    assert seen[-1].labels == tuple(get_label_space("rafdb").names)
-    assert seen[-1].key() != demo.PRESETS["smoke"].key()  # its own cache
+    assert seen[-1].labels == tuple(get_label_space("rafdb").names) == demo.PRESETS["smoke"].labels
     assert main(["rl", "--preset", "smoke", "--labels", "neutral, anger"]) == 0
     assert seen[-1].labels == ("neutral", "anger")
+    assert seen[-1].key() != demo.PRESETS["smoke"].key()  # its own cache
+    assert main(["rl", "--preset", "smoke", "--base", "warmup"]) == 0
+    assert seen[-1].base == "warmup" and seen[-1].key() != demo.PRESETS["smoke"].key()
     with pytest.raises(SystemExit, match="unknown: happy"):
         main(["rl", "--preset", "smoke", "--labels", "happy,anger"])
 

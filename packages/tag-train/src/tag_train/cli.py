@@ -56,7 +56,7 @@ examples:
   tag-train rl  --config configs/grpo_qwen2_5_vl_3b_rafdb.yaml --learning_rate 5e-7
   tag-train rl                   # built-in demo (CPU, <= 15 min), writes runs/demo-<timestamp>/
   tag-train rl --preset smoke    # the same path in <= 2 min
-  tag-train rl --preset default --labels rafdb   # the demo on the 7 RAF-DB classes
+  tag-train rl --labels happiness,sadness,surprise,anger   # the demo on 4 of RAF-DB's 7 classes
   tag-train pretrain             # rebuild the shipped tag-nano base (about 40 min on 2 cores)
 
 `tag-train <command> --help` lists every option of a command. Example YAML configs ship in

@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "--labels",
         default=None,
         help="the classes: a label space (rafdb: its 7 classes) or comma-separated canonical "
-        "labels; default: the preset's four (happiness, sadness, surprise, anger). Other "
+        "labels; default: RAF-DB's 7 classes. Other "
         "labels get their own cache",
     )
     parser.add_argument(
