@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tag_model.au import RAFDB
+
 __all__ = ["GRPO_FIELDS", "PRESETS", "PROMPT_STYLE", "DemoPreset", "cache_root"]
 
 #: Part of every preset's cache key: a new value invalidates every cached stage.
@@ -28,15 +30,7 @@ class DemoPreset:
     #: pretrain``) or ``warmup`` (random weights, vision tower warmed up on the demo's faces)
     base: str = "tag-nano"
     #: RAF-DB's 7 classes, in its label file's order
-    labels: tuple[str, ...] = (
-        "surprise",
-        "fear",
-        "disgust",
-        "happiness",
-        "sadness",
-        "anger",
-        "neutral",
-    )
+    labels: tuple[str, ...] = tuple(RAFDB.names)
     image_size: int = 112
     n_train: int = 1400
     n_eval: int = 210

@@ -126,35 +126,68 @@ def _sft(
     preset: DemoPreset,
     verbose: bool = False,
 ) -> None:
+    if (out / "DONE").exists():
+        return
+    cpu_sft(
+        base,
+        traces_dir,
+        out,
+        metrics,
+        steps=preset.sft_steps,
+        batch=preset.sft_batch,
+        lr=preset.sft_lr,
+        train_merger=preset.train_merger,
+        verbose=verbose,
+    )
+    (out / "DONE").write_text("ok")
+
+
+def cpu_sft(
+    model: Path,
+    dataset: Path,
+    out: Path,
+    metrics: Path,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    train_merger: bool,
+    train_vision: bool = False,
+    seed: int = 0,
+    checkpoints: int = 4,
+    desc: str = "SFT",
+    verbose: bool = False,
+) -> Any:
+    """``tag-train sft`` on the CPU (the demo's SFT and the pretraining's grounding stage): a
+    cosine schedule with 5 % warm-up, ``checkpoints`` saves (one kept), one progress bar."""
     from trl import SFTConfig
 
     from tag_train._args import SFTScriptArguments
     from tag_train.sft import run_sft
 
-    if (out / "DONE").exists():
-        return
     args = SFTScriptArguments(
-        model_name_or_path=str(base),
+        model_name_or_path=str(model),
         family="qwen2_vl",
-        dataset_path=str(traces_dir),
+        dataset_path=str(dataset),
         metrics_file=str(metrics),
-        train_merger=preset.train_merger,
+        train_merger=train_merger,
+        train_vision=train_vision,
     )
     targs = _cpu_args(
         SFTConfig,
         output_dir=str(out),
-        max_steps=preset.sft_steps,
-        per_device_train_batch_size=preset.sft_batch,
-        learning_rate=preset.sft_lr,
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        learning_rate=lr,
         lr_scheduler_type="cosine",
-        warmup_steps=max(1, preset.sft_steps // 20),
+        warmup_steps=max(1, steps // 20),
         save_strategy="steps",
-        save_steps=max(10, preset.sft_steps // 4),
+        save_steps=max(10, steps // checkpoints),
         save_total_limit=1,
         max_length=None,
+        seed=seed,
     )
-    run_sft(args, targs, callbacks=_quiet_callbacks(verbose, "SFT", {"loss": "loss"}))
-    (out / "DONE").write_text("ok")
+    return run_sft(args, targs, callbacks=_quiet_callbacks(verbose, desc, {"loss": "loss"}))
 
 
 def _rl_arm(

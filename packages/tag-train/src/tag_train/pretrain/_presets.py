@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 __all__ = ["PRETRAIN_PRESETS", "PretrainPreset"]
 
-_RAFDB = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+from tag_model.au import RAFDB
+
+_RAFDB = tuple(RAFDB.names)
 
 
 @dataclass(frozen=True)

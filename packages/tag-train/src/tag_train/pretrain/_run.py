@@ -103,11 +103,8 @@ def run_pretrain(
     import torch
     from tag_model.backbones import get_adapter, make_tiny_vlm
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import SFTConfig
 
-    from tag_train._args import SFTScriptArguments
-    from tag_train.demo._run import _cpu_args, _quiet_callbacks, _quiet_libraries
-    from tag_train.sft import run_sft
+    from tag_train.demo._run import _quiet_libraries, cpu_sft
 
     if not verbose:
         _quiet_libraries()
@@ -181,30 +178,20 @@ def run_pretrain(
     stage2 = work / "stage2"
     if not (stage2 / "DONE").exists():
         t = time.perf_counter()
-        args = SFTScriptArguments(
-            model_name_or_path=str(stage1),
-            family=FAMILY,
-            dataset_path=str(qa),
-            metrics_file=str(work / "grounding_metrics.jsonl"),
+        cpu_sft(
+            stage1,
+            qa,
+            stage2,
+            work / "grounding_metrics.jsonl",
+            steps=p.qa_steps,
+            batch=p.qa_batch,
+            lr=p.qa_lr,
             train_merger=True,
             train_vision=p.qa_train_vision,
-        )
-        targs = _cpu_args(
-            SFTConfig,
-            output_dir=str(stage2),
-            max_steps=p.qa_steps,
-            per_device_train_batch_size=p.qa_batch,
-            learning_rate=p.qa_lr,
-            lr_scheduler_type="cosine",
-            warmup_steps=max(1, p.qa_steps // 20),
-            save_strategy="steps",
-            save_steps=max(10, p.qa_steps // 6),
-            save_total_limit=1,
-            max_length=None,
             seed=p.seed,
-        )
-        run_sft(
-            args, targs, callbacks=_quiet_callbacks(verbose, "grounding stage", {"loss": "loss"})
+            checkpoints=6,
+            desc="grounding stage",
+            verbose=verbose,
         )
         (stage2 / "DONE").write_text("ok")
         seconds["grounding"] = time.perf_counter() - t
