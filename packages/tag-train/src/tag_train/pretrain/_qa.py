@@ -144,6 +144,18 @@ def parse_qa(text: str) -> tuple[dict[str, list[float]], str | None]:
     return found, expression
 
 
+def _box_iou(
+    model_box: Sequence[float] | None, ref_px: Sequence[float], wh: tuple[int, int], adapter: Any
+) -> float:
+    """IoU of an answered box (model space; ``None``: not answered, 0) with a pixel box."""
+    if model_box is None:
+        return 0.0
+    from tag_kernels import elementwise_box_iou
+
+    px = np.asarray(adapter.to_pixels(np.asarray([model_box], np.float32), wh), np.float32)
+    return float(np.asarray(elementwise_box_iou(px, np.asarray([ref_px], np.float32)))[0])
+
+
 def qa_scores(texts: Sequence[str], rows: dict[str, list[Any]], adapter: Any) -> dict[str, float]:
     """Greedy answers against the references of :func:`qa_rows`.
 
@@ -152,8 +164,6 @@ def qa_scores(texts: Sequence[str], rows: dict[str, list[Any]], adapter: Any) ->
     ``au_precision`` / ``au_recall``: named AUs against the detector's; ``expression``:
     accuracy of the ``Expression:`` line. Each over the questions of its kind.
     """
-    from tag_kernels import elementwise_box_iou
-
     reg, au_iou, named, right, expected, expr = [], [], 0, 0, 0, []
     for text, kind, im, act, asked, y in zip(
         texts,
@@ -166,16 +176,8 @@ def qa_scores(texts: Sequence[str], rows: dict[str, list[Any]], adapter: Any) ->
     ):
         found, e = parse_qa(text)
         wh = (im.size[0], im.size[1])
-
-        def iou(key: str, ref: Sequence[float], found: dict = found, wh: tuple = wh) -> float:
-            if key not in found:
-                return 0.0
-            model_box = np.asarray([found[key]], np.float32)
-            px = np.asarray(adapter.to_pixels(model_box, wh), np.float32)
-            return float(np.asarray(elementwise_box_iou(px, np.asarray([ref], np.float32)))[0])
-
         if kind == "regions":
-            reg += [iou(r["name"], r["box"]) for r in asked]
+            reg += [_box_iou(found.get(r["name"]), r["box"], wh, adapter) for r in asked]
             continue
         expr.append(e == y)
         aus = {k for k in found if k.startswith("AU")}
@@ -183,7 +185,7 @@ def qa_scores(texts: Sequence[str], rows: dict[str, list[Any]], adapter: Any) ->
         named += len(aus)
         right += len(aus & ref)
         expected += len(ref)
-        au_iou += [iou(f"AU{a['au']}", a["box"]) for a in act]
+        au_iou += [_box_iou(found.get(f"AU{a['au']}"), a["box"], wh, adapter) for a in act]
     return {
         "region_iou": float(np.mean(reg)) if reg else 0.0,
         "au_mean_iou": float(np.mean(au_iou)) if au_iou else 0.0,

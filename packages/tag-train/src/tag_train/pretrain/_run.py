@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tag_train.pretrain._presets import PRETRAIN_PRESETS, PretrainPreset
 from tag_train.pretrain._qa import qa_rows, qa_scores, render_faces
 from tag_train.pretrain._vision import VisionWarmup, mirrored, vision_warmup
@@ -136,8 +138,6 @@ def run_pretrain(
         faces = mirrored(
             *render_faces(p.face_seed, 0, p.vision_faces, desc="vision faces", **render)
         )
-        import numpy as np
-
         info = vision_warmup(
             model,
             processor,
