@@ -173,7 +173,9 @@ def test_build_freezes_old_objects_only_while_it_runs(synth_ds, tmp_path):
             TraceBuildConfig(**CFG),
             progress=False,
         )
-        assert gc.get_freeze_count() >= frozen
+        # The caller's freeze survives (an unfreeze would empty it). Not ``>= frozen``: frozen
+        # objects freed by refcount during the build leave the permanent generation.
+        assert frozen > 0 and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
 
