@@ -369,6 +369,25 @@ def test_tiny_vlm_generates_and_output_parses(tiny, family: str, face: Image.Ima
     assert single[0] == outs[0]
 
 
+def test_generate_completions_asks_given_chats(tiny, face: Image.Image) -> None:
+    """``messages=`` replaces TAG's prompt (one chat per image); a count mismatch is refused."""
+    model, processor = tiny["qwen2_vl"]
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where?"}]}]
+    asked = generate_completions(model, processor, [face], None, messages=[chat], max_new_tokens=6)
+    tag = generate_completions(model, processor, [face], LABELS, max_new_tokens=6)
+    inputs = processor(
+        text=[build_prompt_text(processor, chat)], images=[[face]], return_tensors="pt"
+    )
+    with torch.inference_mode():
+        ids = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert asked == processor.batch_decode(
+        ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+    )
+    assert len(tag) == 1
+    with pytest.raises(ValueError, match="2 chats for 1 images"):
+        generate_completions(model, processor, [face], None, messages=[chat, chat])
+
+
 def _parse_trace():
     """``tag_model.grounding.parse_trace`` (written in parallel; skip cleanly if absent)."""
     grounding = pytest.importorskip("tag_model.grounding")

@@ -25,6 +25,7 @@ def generate_completions(
     style: str = "full",
     max_new_tokens: int = 512,
     do_sample: bool = False,
+    messages: Sequence[list[dict[str, Any]]] | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Generate one completion per image (decoded, special tokens skipped).
@@ -39,6 +40,9 @@ def generate_completions(
         style: the grounded instruction's style (``"full"`` or ``"compact"``, the one the
             model was fine-tuned with).
         max_new_tokens, do_sample, **generate_kwargs: passed to ``model.generate``.
+        messages: one chat per image, asked instead of TAG's prompt (``labels``,
+            ``grounded``, ``system`` and ``style`` are then unused); each holds one
+            ``{"type": "image"}`` placeholder.
 
     Returns:
         The completions' text, in the order of ``images``.
@@ -50,15 +54,16 @@ def generate_completions(
     images = list(images)
     if not images:
         return []
-    prompts = [
-        build_prompt_text(
-            processor,
+    if messages is None:
+        messages = [
             build_messages(
                 img, labels, grounded=grounded, system=system, family=family, style=style
-            ),
-        )
-        for img in images
-    ]
+            )
+            for img in images
+        ]
+    elif len(messages) != len(images):
+        raise ValueError(f"messages: {len(messages)} chats for {len(images)} images")
+    prompts = [build_prompt_text(processor, m) for m in messages]
     tokenizer = processor.tokenizer
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only batched generation pads on the left

@@ -26,33 +26,22 @@ def qa_generate(
     model: Any, processor: Any, images: list[Any], questions: list[str], max_new_tokens: int = 120
 ) -> list[str]:
     """Greedy answers to one question per image, in the chat format SFT trained on."""
-    import torch
-    from tag_model.backbones import build_prompt_text
+    from tag_model.backbones import generate_completions
 
     out: list[str] = []
-    tok = processor.tokenizer
     for s in range(0, len(images), 16):
-        prompts = [
-            build_prompt_text(
-                processor,
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
-            )
+        chats = [
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
             for q in questions[s : s + 16]
         ]
-        old, tok.padding_side = tok.padding_side, "left"
-        try:
-            inputs = processor(
-                text=prompts,
-                images=[[im] for im in images[s : s + 16]],
-                return_tensors="pt",
-                padding=True,
-            )
-        finally:
-            tok.padding_side = old
-        with torch.inference_mode():
-            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        out += processor.batch_decode(
-            ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        out += generate_completions(
+            model,
+            processor,
+            images[s : s + 16],
+            None,
+            messages=chats,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
         )
     return out
 
