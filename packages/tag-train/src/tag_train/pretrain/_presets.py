@@ -29,8 +29,8 @@ class PretrainPreset:
     seed: int = 0  # weights, batch order and question draws
     face_seed: int = 7_000_001
     variation: float = 1.6
-    vision_faces: int = 5000  # each also mirrored
-    vision_steps: int = 1500
+    vision_faces: int = 12000  # each also mirrored
+    vision_steps: int = 6000
     vision_batch: int = 32
     vision_lr: float = 2e-3
     qa_faces: int = 8000
