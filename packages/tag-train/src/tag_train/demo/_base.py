@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,6 @@ def base_model(out: Path, traces: Any, eval_ds: Any, preset: DemoPreset, progres
     shipped ``pretrain.json`` (tag-nano) or the warm-up's ``loss``, ``eval_accuracy`` and
     ``faces``; ``{}`` for a cached folder without one.
     """
-    import time
-
     if (out / "config.json").exists():
         return json.loads((out / "base.json").read_text()) if (out / "base.json").exists() else {}
     t = time.perf_counter()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tag_train.demo._ablation import ablation_report
-from tag_train.demo._base import base_model
+from tag_train.demo._base import BASES, base_model
 from tag_train.demo._evaluate import greedy_eval, mean_box_baseline, tower_probes
 from tag_train.demo._presets import PRESETS, PROMPT_STYLE, DemoPreset, cache_root
 from tag_train.demo._summary import (
@@ -105,6 +105,22 @@ def _quiet_callbacks(verbose: bool, desc: str, show: dict[str, str]) -> list[Any
     from tag_train._callbacks import CompactProgressCallback
 
     return [] if verbose else [CompactProgressCallback(desc, show)]
+
+
+def _cpu_job(verbose: bool) -> None:
+    """Set up a CPU training job (the demo, the pretraining) before torch does any work.
+
+    ``OMP_WAIT_POLICY=PASSIVE`` (unless set) when torch is not imported yet: on a small shared
+    CPU, OpenMP's default spin-waiting makes each op wait out the other processes' time slices
+    (a vision-tower step with 2 threads runs about 20x slower under load). Then library
+    chatter is dropped (unless ``verbose``) and torch uses at most 2 threads."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    if not verbose:
+        _quiet_libraries()
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 def _quiet_libraries() -> None:
@@ -282,23 +298,17 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo; returns the summary also written to ``<run_dir>/summary.json``.
 
-    Sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) when torch is not imported yet: on a small
-    shared CPU, OpenMP's default spin-waiting makes each op wait out the other processes'
-    time slices (a vision-tower step with 2 threads runs about 20x slower under load).
+    Sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) when torch is not imported yet
+    (:func:`_cpu_job`).
 
     The terminal shows one progress bar per phase and each phase's result line; per-step
     metrics go to ``metrics.jsonl``. ``verbose=True`` brings back the trainers' per-step log
     dicts and the libraries' warnings.
     """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    _cpu_job(verbose)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if not verbose:
-        _quiet_libraries()
     t_start = time.perf_counter()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     run = Path(run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     run.mkdir(parents=True, exist_ok=True)
     cache = cache_root(cache_dir) / preset.key()
@@ -457,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--base",
-        choices=("tag-nano", "warmup"),
+        choices=BASES,
         default=None,
         help="the base model: tag-nano (default; pretrained, shipped with tag-model) or "
         "warmup (random weights whose vision tower is warmed up on the demo's faces)",

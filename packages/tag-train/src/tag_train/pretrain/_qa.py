@@ -23,6 +23,8 @@ __all__ = ["AUS_QUESTION", "parse_qa", "qa_rows", "qa_scores", "render_faces"]
 
 AUS_QUESTION = "Which Action Units are active? Ground each one."
 _NONE = "None: the muscles are at rest."
+#: the columns of :func:`qa_rows`
+_COLUMNS = ("image", "label", "kind", "prompt", "trace", "activated", "regions")
 _LINE = re.compile(r"^\s*(AU(\d+)|([a-z][a-z ]*?))\s*<bbox>\[([^\]]*)\]</bbox>\s*$")
 
 
@@ -79,9 +81,7 @@ def qa_rows(
     from tag_model.detectors import GeometricAUDetector
 
     if not len(images):
-        return {
-            k: [] for k in ("image", "label", "kind", "prompt", "trace", "activated", "regions")
-        }
+        return {k: [] for k in _COLUMNS}
     rng = np.random.default_rng(seed)
     sizes = np.asarray([im.size for im in images], dtype=np.float32)
     lm = np.ascontiguousarray(landmarks, dtype=np.float32)
@@ -89,9 +89,7 @@ def qa_rows(
     acts = build_activated_lists(lm, sizes, probs, top_k=top_k, threshold=threshold)
     regions = np.asarray(landmarks_to_regions(lm, sizes))  # [N, 12, 4] pixels
     names = [_region_name(r.name) for r in IBUG68_REGIONS.regions]
-    cols: dict[str, list[Any]] = {
-        k: [] for k in ("image", "label", "kind", "prompt", "trace", "activated", "regions")
-    }
+    cols: dict[str, list[Any]] = {k: [] for k in _COLUMNS}
     for i, (im, y, act) in enumerate(zip(images, labels, acts, strict=True)):
         wh = (im.size[0], im.size[1])
         activated = [{"au": int(a.au), "prob": float(a.prob), "box": list(a.box)} for a in act]

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,17 +88,12 @@ def run_pretrain(
     Each stage is kept in ``work_dir`` (default ``<output_dir>.work``), so a run that stops
     resumes from the last finished stage; the folder is removed at the end.
     """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    from tag_train.demo._run import _cpu_job, cpu_sft
+
+    _cpu_job(verbose)
     from tag_model.backbones import get_adapter, make_tiny_vlm
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from tag_train.demo._run import _quiet_libraries, cpu_sft
-
-    if not verbose:
-        _quiet_libraries()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     t_start = time.perf_counter()
     out = Path(output_dir)
     work = Path(work_dir) if work_dir else out.with_name(out.name + ".work")
