@@ -57,7 +57,7 @@ examples:
   tag-train rl                   # built-in demo (CPU, <= 15 min), writes runs/demo-<timestamp>/
   tag-train rl --preset smoke    # the same path in <= 2 min
   tag-train rl --labels happiness,sadness,surprise,anger   # the demo on 4 of RAF-DB's 7 classes
-  tag-train pretrain             # rebuild the shipped tag-nano base (about 40 min on 2 cores)
+  tag-train pretrain             # rebuild the shipped tag-nano base (about 50 min on 2 cores)
 
 `tag-train <command> --help` lists every option of a command. Example YAML configs ship in
 the package: python -c "import tag_train, pathlib; print(pathlib.Path(tag_train.__file__).parent / 'configs')"
