@@ -18,9 +18,11 @@ import json
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tag_train.demo._base import BASES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--a_base", default="tag-nano", choices=("tag-nano", "warmup"))
-    ap.add_argument("--b_base", default="warmup", choices=("tag-nano", "warmup"))
+    ap.add_argument("--a_base", default="tag-nano", choices=BASES)
+    ap.add_argument("--b_base", default="warmup", choices=BASES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache_dir", default=None, help="the demo's cache (default .tag-cache)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
