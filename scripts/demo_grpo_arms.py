@@ -9,7 +9,7 @@ SFT on the same held-out faces, each with a bootstrap 95% CI).
 
 Each arm is ``NAME JSON``: the JSON overrides fields of the default preset's GRPO settings
 (``tag_train.demo._presets.GRPO_FIELDS``: the ``rl_*`` fields such as ``rl_lr`` or
-``rl_aggregation``) and ``seed`` (GRPO's seed; the SFT stays the cached seed-0 one), plus
+``rl_aggregation``) and ``seed`` (GRPO's seed; the SFT is the cached one of ``--sft_seed``), plus
 ``answer_weight`` (default 1). Arms run one after the other; each writes
 ``runs/arms/NAME/result.json`` (its greedy ``eval`` keeps ``per_face``, so two arms compare
 paired: ``tag_model.stats.bootstrap_diff_ci(a, b, paired=True)``, as the README's "with minus
@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", default="runs/arms", help="parent folder of the arms' runs")
     ap.add_argument("--cache_dir", default=None, help="the demo's cache (default .tag-cache)")
+    ap.add_argument(
+        "--sft_seed",
+        type=int,
+        default=0,
+        help="start from the default demo's cached SFT of this seed (`tag-train rl --seed N` "
+        "builds it); default 0",
+    )
     args = ap.parse_args(argv)
     from tag_train.demo._presets import GRPO_FIELDS
 
@@ -63,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
 
     _quiet_libraries()
     torch.set_num_threads(args.threads)
-    base = PRESETS["default"]
+    base = dataclasses.replace(PRESETS["default"], seed=args.sft_seed)
     cache = cache_root(args.cache_dir) / base.key()
     if not (cache / "sft" / "DONE").exists():
-        print(f"demo_grpo_arms: no cached SFT at {cache}; run `uv run tag-train rl` first")
+        print(
+            f"demo_grpo_arms: no cached SFT at {cache}; run "
+            f"`uv run tag-train rl --seed {args.sft_seed}` first"
+        )
         return 1
     processor = AutoProcessor.from_pretrained(cache / "sft")
     eval_ds = load_from_disk(str(cache / "eval_traces"))

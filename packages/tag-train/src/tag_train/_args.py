@@ -323,3 +323,20 @@ class RLScriptArguments(ModelArguments):
             "choices": ["auto", "cpu", "cuda"],
         },
     )
+    box_credit: float = field(
+        default=0.0,
+        metadata={
+            "help": "Per-box credit: the coordinate tokens of each box get that box's own IoU "
+            "advantage (its IoU with the detector's box minus the mean of the group's boxes for "
+            "the same region, batch-standardised, times this weight) instead of the sequence's "
+            "advantage. 0 (default): TRL's GRPO unchanged. See tag_train._box_credit.",
+        },
+    )
+    claim_credit: float = field(
+        default=0.0,
+        metadata={
+            "help": "Per-claim credit: the tokens of an AU number named with a box get 1 if the "
+            "detector sees that AU, else 0, minus the mean of the group's claims "
+            "(batch-standardised, times this weight). 0 (default): off.",
+        },
+    )

@@ -122,7 +122,21 @@ def run_rl(
         )
     share = RewardShareCallback(timer)
     metrics = script_args.metrics_file or str(Path(training_args.output_dir) / "metrics.jsonl")
-    trainer = resumable(GRPOTrainer)(
+    extra: dict[str, Any] = {}
+    trainer_cls = GRPOTrainer
+    if script_args.box_credit or script_args.claim_credit:
+        from tag_model.backbones import get_adapter
+
+        from tag_train._box_credit import BoxCreditGRPOTrainer
+
+        trainer_cls = BoxCreditGRPOTrainer
+        extra = {
+            "adapter": get_adapter(family, processor=processor),
+            "box_credit_weight": script_args.box_credit,
+            "claim_credit_weight": script_args.claim_credit,
+        }
+    trainer = resumable(trainer_cls)(
+        **extra,
         model=model,
         reward_funcs=rewards,
         args=training_args,

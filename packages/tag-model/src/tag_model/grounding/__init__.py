@@ -28,6 +28,7 @@ from ._codes import (
     label_table,
 )
 from ._completions import completion_text, completion_texts, content_text
+from ._native import NATIVE_BOX_REWRITES
 from ._parse import ParsedStep, ParsedTrace, TraceError, mentioned_aus, parse_trace
 from ._render import TraceStep, format_box, render_trace
 from ._tokens import TokenBytes, token_bytes
@@ -36,6 +37,7 @@ __all__ = [
     "COORD_LIMIT",
     "MAX_AUS_PER_STEP",
     "MAX_PAIRS",
+    "NATIVE_BOX_REWRITES",
     "ParseReason",
     "ParsedBatch",
     "ParsedStep",

@@ -63,6 +63,14 @@ class DemoPreset:
     #: weighted sum within each group; ``normalize_then_sum`` (GDPO) standardises each reward
     #: within its group first, so a small-spread reward is not drowned by a large-spread one
     rl_aggregation: str = "sum_then_normalize"
+    #: per-box credit (``tag-train rl --box_credit``): a box's coordinate tokens get its own IoU
+    #: advantage against the group's boxes for the same region; 0: GRPO's sequence advantage
+    rl_box_credit: float = 0.0
+    #: per-claim credit (``--claim_credit``): an AU number named with a box gets 1 if the
+    #: detector sees it, else 0, against the group's claims; 0: off
+    rl_claim_credit: float = 0.0
+    #: the grounding reward's F-beta (``--grounding_beta``): above 1 weighs recall more
+    rl_grounding_beta: float = 1.0
     eval_max_new_tokens: int = 200
     n_pictures: int = 4
     template_variety: float = 0.3

@@ -236,6 +236,9 @@ def _rl_arm(
         dataset_path=str(cache / "traces"),
         metrics_file=str(rl_metrics),
         train_merger=preset.train_merger,
+        box_credit=preset.rl_box_credit,
+        claim_credit=preset.rl_claim_credit,
+        grounding_beta=preset.rl_grounding_beta,
     )
     targs = _cpu_args(
         GRPOConfig,
