@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""SFT settings, measured: arms of the demo's SFT from its cached base and traces, each judged
+greedy on the held-out faces against the cached SFT (paired bootstrap 95% CIs).
+
+    uv run tag-train rl                       # once: builds and caches the default demo
+    uv run python scripts/demo_sft_arms.py merger '{"train_merger": true}' lr2 '{"sft_lr": 2e-3}'
+
+The reference is the default preset's cached SFT (``--seed``); ``--reference JSON`` applies SFT
+overrides to find another cached one (``'{"sft_lr": 1e-3}'``: the SFT that ``tag-train rl``
+cached before the default became 2e-3). Arms apply their overrides on top of the reference's.
+
+Each arm is ``NAME JSON``: the JSON overrides the default preset's SFT fields (``sft_steps``,
+``sft_batch``, ``sft_lr``, ``train_merger``). Arms run one after the other; each writes its
+checkpoint and ``result.json`` (its greedy ``eval`` with ``per_face``, ``vs_sft``: the arm
+minus the cached SFT, and ``seconds``) under ``--out``/NAME and prints one ``RESULT`` line.
+``--threads 1`` lets two of these processes share a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+FIELDS = ("sft_steps", "sft_batch", "sft_lr", "train_merger")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("arms", nargs="+", help="NAME JSON [NAME JSON ...]")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--out", default="runs/sft_arms", help="parent folder of the arms' runs")
+    ap.add_argument("--cache_dir", default=None, help="the demo's cache (default .tag-cache)")
+    ap.add_argument("--seed", type=int, default=0, help="the default demo's seed (its cache)")
+    ap.add_argument("--reference", default="{}", help="SFT overrides of the reference (JSON)")
+    ap.add_argument(
+        "--train_faces",
+        type=int,
+        default=0,
+        help="also evaluate the cached SFT on this many of its own training faces (over- or "
+        "underfitting: compare with the held-out faces)",
+    )
+    args = ap.parse_args(argv)
+    if len(args.arms) % 2:
+        ap.error("arms come in pairs: NAME JSON")
+    arms = []
+    for name, text in [("--reference", args.reference), *zip(args.arms[::2], args.arms[1::2])]:
+        try:
+            ov = json.loads(text)
+        except json.JSONDecodeError as exc:
+            ap.error(f"arm {name}: its overrides are not JSON ({exc}): {text!r}")
+        unknown = set(ov) - set(FIELDS)
+        if unknown:
+            ap.error(f"arm {name}: unknown field(s) {sorted(unknown)}; use {list(FIELDS)}")
+        arms.append((name, ov))
+    reference = arms.pop(0)[1]
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+    from datasets import load_from_disk
+    from tag_train.demo._evaluate import greedy_eval
+    from tag_train.demo._presets import PRESETS, cache_root
+    from tag_train.demo._run import _quiet_libraries, cpu_sft
+    from tag_train.demo._summary import compare_evals, fmt_change, fmt_eval
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    _quiet_libraries()
+    torch.set_num_threads(args.threads)
+    base = dataclasses.replace(PRESETS["default"], seed=args.seed, **reference)
+    cache = cache_root(args.cache_dir) / base.key()
+    if not (cache / "sft" / "DONE").exists():
+        print(
+            f"demo_sft_arms: no cached SFT at {cache}; run `uv run tag-train rl` first (it "
+            "caches the default preset's SFT; --reference names another preset's)"
+        )
+        return 1
+    eval_ds = load_from_disk(str(cache / "eval_traces"))
+
+    def evaluate(path: Path, ds: object = eval_ds) -> dict:
+        model = AutoModelForImageTextToText.from_pretrained(path).eval()
+        processor = AutoProcessor.from_pretrained(path)
+        return greedy_eval(model, processor, ds, base.labels, base.eval_max_new_tokens, False)
+
+    ev_sft = evaluate(cache / "sft")
+    print("greedy after the cached SFT: " + fmt_eval(ev_sft), flush=True)
+    if args.train_faces:
+        train = load_from_disk(str(cache / "traces"))
+        train = train.select(range(min(args.train_faces, len(train))))
+        ev = evaluate(cache / "sft", train)
+        print(f"  the same on {len(train)} of its training faces: " + fmt_eval(ev), flush=True)
+    for name, ov in arms:
+        preset = dataclasses.replace(base, **ov)
+        out = Path(args.out) / name
+        t = time.perf_counter()
+        cpu_sft(
+            cache / "base",
+            cache / "traces",
+            out / "sft",
+            out / "sft_metrics.jsonl",
+            steps=preset.sft_steps,
+            batch=preset.sft_batch,
+            lr=preset.sft_lr,
+            train_merger=preset.train_merger,
+            desc=name,
+        )
+        seconds = time.perf_counter() - t
+        ev = evaluate(out / "sft")
+        vs = compare_evals(ev, ev_sft)
+        print(f"{name} ({seconds:.0f} s of SFT): " + fmt_eval(ev))
+        print("  minus the cached SFT, same faces, 95% CI: " + fmt_change(vs), flush=True)
+        result = {
+            "name": name,
+            "overrides": ov,
+            "seconds": seconds,
+            "vs_sft": vs,
+            "eval": {k: v for k, v in ev.items() if k != "completions"},
+        }
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+        print("RESULT " + json.dumps({k: result[k] for k in ("name", "seconds", "vs_sft")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
