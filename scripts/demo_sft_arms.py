@@ -6,8 +6,8 @@ greedy on the held-out faces against the cached SFT (paired bootstrap 95% CIs).
     uv run python scripts/demo_sft_arms.py merger '{"train_merger": true}' lr2 '{"sft_lr": 2e-3}'
 
 The reference is the default preset's cached SFT (``--seed``); ``--reference JSON`` applies SFT
-overrides to find another cached one (``'{"sft_lr": 1e-3}'``: the SFT that ``tag-train rl``
-cached before the default became 2e-3). Arms apply their overrides on top of the reference's.
+overrides to find another cached one (a demo cached with those settings). Arms apply their
+overrides on top of the reference's.
 
 Each arm is ``NAME JSON``: the JSON overrides the default preset's SFT fields (``sft_steps``,
 ``sft_batch``, ``sft_lr``, ``train_merger``). Arms run one after the other; each writes its
@@ -31,7 +31,7 @@ FIELDS = ("sft_steps", "sft_batch", "sft_lr", "train_merger")
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("arms", nargs="+", help="NAME JSON [NAME JSON ...]")
+    ap.add_argument("arms", nargs="*", help="NAME JSON [NAME JSON ...]")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", default="runs/sft_arms", help="parent folder of the arms' runs")
     ap.add_argument("--cache_dir", default=None, help="the demo's cache (default .tag-cache)")
