@@ -55,6 +55,13 @@ def test_box_spans_find_every_box_its_aus_and_its_coordinate_tokens(processor):
         inside = table.decode(ids[s.start : s.end])
         assert inside.replace(" ", "").strip("[]") == ",".join(str(v) for v in st.box)
         assert "bbox" not in inside  # the tags stay with the sequence advantage
+    # a native InternVL box counts as <bbox>[...]</bbox>, its tokens found the same way
+    native = _ids(
+        processor, "Inspect the cheeks -> raised -> AU6 <box>[[156, 208, 285, 314]]</box>"
+    )
+    (span,) = box_spans(native, table)
+    assert (span.aus, span.box) == ((6,), (156.0, 208.0, 285.0, 314.0))
+    assert table.decode(native[span.start : span.end]).strip(" []") == "156, 208, 285, 314"
     # a truncated completion: the unfinished box is not a box
     cut = _ids(processor, _trace(steps)[: _trace(steps).rindex("</bbox>") - 3])
     assert [s.aus for s in box_spans(cut, table)] == [(), (12, 25)]

@@ -14,8 +14,12 @@ coordinate tokens of a box a *box advantage* instead:
    of ``q - baseline`` over every compared box in the batch (as ``scale_rewards="batch"``).
 
 A box alone in its comparison set, an inspection box (no AU), and a box whose AUs the
-detector does not see keep the sequence advantage: nothing compares their placement. Naming AUs
-stays on the sequence advantage, where the grounding reward's precision and recall act.
+detector does not see keep the sequence advantage: nothing compares their placement.
+
+Per-claim credit (``claim_weight``, off by default) does the same for the number of each AU
+named with a box: 1 if the detector sees the AU, else 0, against the mean of the group's claims.
+Without it, naming AUs stays on the sequence advantage, where the grounding reward's precision
+and recall act.
 
 TRL's ``GRPOTrainer`` accepts ``[B, T]`` advantages from a subclass; nothing else changes.
 """
@@ -31,6 +35,8 @@ from typing import Any
 import numpy as np
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
+
+from tag_train.rewards import _sizes
 
 __all__ = ["BoxCreditGRPOTrainer", "BoxSpan", "box_advantages", "box_spans", "credit_boxes"]
 
@@ -69,7 +75,7 @@ def box_spans(ids: Sequence[int], table: Any) -> list[BoxSpan]:
     >>> spans[0].start, spans[0].end, spans[0].aus, spans[0].box, spans[0].claims
     (2, 5, (12,), (10.0, 20.0, 30.0, 40.0), ((12, 0, 1),))
     """
-    from tag_model.grounding import NATIVE_BOX_REWRITES
+    from tag_model.grounding import normalise_native_boxes
 
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     ok = (ids >= 0) & (ids < table.vocab_size)
@@ -80,8 +86,8 @@ def box_spans(ids: Sequence[int], table: Any) -> list[BoxSpan]:
     text = b"".join(
         table.data[table.offsets[t] : table.offsets[t + 1]].tobytes() for t in safe[ok].tolist()
     )
-    for native, tag in NATIVE_BOX_REWRITES:  # equal lengths: the offsets stay right
-        text = re.sub(re.escape(native.encode()), tag.encode(), text, flags=re.IGNORECASE)
+    # native boxes as <bbox>[...]</bbox>: the same length, so the offsets stay right
+    text = normalise_native_boxes(np.frombuffer(text, np.uint8)).tobytes()
     out: list[BoxSpan] = []
     prev = 0
     for m in _BOX.finditer(text):
@@ -149,37 +155,25 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(batched_box_iou(a[None].astype(np.float32), b[None].astype(np.float32)))[0]
 
 
-def _image_size(x: dict[str, Any]) -> tuple[float, float]:
-    if x.get("image_size") is not None:
-        w, h = x["image_size"]
-        return float(w), float(h)
-    img = x.get("image")
-    if img is None and x.get("images"):
-        img = x["images"][0]
-    if img is None or not hasattr(img, "size"):
-        raise ValueError("box credit needs an `image` (PIL) or `image_size` column in the data")
-    w, h = img.size
-    return float(w), float(h)
-
-
 def _records(
     spans: list[list[BoxSpan]],
     inputs: Sequence[dict[str, Any]],
+    sizes: np.ndarray,
     adapter: Any,
     first_row: int,
     num_generations: int,
 ) -> list[tuple[int, int, int, float, int, int]]:
-    """``(group, row, detector entry, q, start, end)`` for every box with a seen AU."""
+    """``(group, row, detector entry, q, start, end)`` for every box with a seen AU
+    (``sizes``: ``[B, 2]`` image sizes, w and h)."""
     out = []
-    for r, (row_spans, x) in enumerate(zip(spans, inputs, strict=True)):
+    for r, (row_spans, x, size) in enumerate(zip(spans, inputs, sizes, strict=True)):
         act = x.get("activated") or []
         if not row_spans or not act:
             continue
-        size = _image_size(x)
         det = np.asarray([a["box"] for a in act], np.float32).reshape(-1, 4)
         det_au = [int(a["au"]) for a in act]
         boxes = np.asarray([s.box for s in row_spans], np.float32)
-        px = np.asarray(adapter.to_pixels(boxes, size), np.float32)
+        px = np.asarray(adapter.to_pixels(boxes, tuple(size.tolist())), np.float32)
         iou = _iou(np.nan_to_num(px), det)
         row = first_row + r
         for k, s in enumerate(row_spans):
@@ -247,7 +241,12 @@ def credit_boxes(
     n = len(inputs)
     lengths = completion_mask.sum(1).tolist()
     spans = [box_spans(completion_ids[i, : int(lengths[i])].tolist(), table) for i in range(n)]
-    local = _records(spans, inputs, adapter, first_row, num_generations)
+    sizes = _sizes(
+        n,
+        [x.get("image", x.get("images")) for x in inputs],
+        [x["image_size"] for x in inputs] if inputs and "image_size" in inputs[0] else None,
+    )
+    local = _records(spans, inputs, sizes, adapter, first_row, num_generations)
     everyone = gather(local) if gather is not None else local
     adv = box_advantages([r[:4] for r in everyone], weight)
     out = advantages.reshape(-1, 1).expand_as(completion_mask).clone().float()
@@ -284,7 +283,9 @@ class BoxCreditGRPOTrainer(GRPOTrainer):
 
     ``box_credit_weight`` scales the box advantage (0 turns it off: TRL's GRPO exactly).
     ``adapter`` is the backbone's coordinate adapter (``tag_model.backbones.get_adapter``).
-    Logs ``box_credit/compared``, ``box_credit/iou`` and ``box_credit/token_share``.
+    ``claim_credit_weight`` does the same for the claims (0, the default: off). Logs
+    ``box_credit/compared``, ``box_credit/iou``, ``box_credit/token_share`` and, with claims,
+    ``box_credit/claims_seen``.
     """
 
     def __init__(
@@ -296,11 +297,11 @@ class BoxCreditGRPOTrainer(GRPOTrainer):
         **kw: Any,
     ):
         super().__init__(*args, **kw)
-        self._claim_weight = float(claim_credit_weight)
         from tag_model.grounding import token_bytes
 
         self._box_adapter = adapter
         self._box_weight = float(box_credit_weight)
+        self._claim_weight = float(claim_credit_weight)
         tok = getattr(self.processing_class, "tokenizer", self.processing_class)
         self._box_table = token_bytes(tok)
 

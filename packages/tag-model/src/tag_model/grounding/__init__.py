@@ -28,7 +28,7 @@ from ._codes import (
     label_table,
 )
 from ._completions import completion_text, completion_texts, content_text
-from ._native import NATIVE_BOX_REWRITES
+from ._native import normalise_native_boxes
 from ._parse import ParsedStep, ParsedTrace, TraceError, mentioned_aus, parse_trace
 from ._render import TraceStep, format_box, render_trace
 from ._tokens import TokenBytes, token_bytes
@@ -37,7 +37,6 @@ __all__ = [
     "COORD_LIMIT",
     "MAX_AUS_PER_STEP",
     "MAX_PAIRS",
-    "NATIVE_BOX_REWRITES",
     "ParseReason",
     "ParsedBatch",
     "ParsedStep",
@@ -51,6 +50,7 @@ __all__ = [
     "format_box",
     "label_table",
     "mentioned_aus",
+    "normalise_native_boxes",
     "parse_batch",
     "parse_trace",
     "render_trace",
