@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from _arms import parse_arms
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,18 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from tag_train.demo._presets import GRPO_FIELDS
 
     fields = {*GRPO_FIELDS, "seed"}
-    if len(args.arms) % 2:
-        ap.error("arms come in pairs: NAME JSON")
-    arms = []
-    for name, text in zip(args.arms[::2], args.arms[1::2], strict=True):
-        try:
-            ov = json.loads(text)
-        except json.JSONDecodeError as exc:
-            ap.error(f"arm {name}: its overrides are not JSON ({exc}): {text!r}")
-        unknown = set(ov) - fields - {"answer_weight"}
-        if unknown:
-            ap.error(f"arm {name}: unknown field(s) {sorted(unknown)}; use {sorted(fields)}")
-        arms.append((name, ov))
+    arms = parse_arms(ap, args.arms, fields | {"answer_weight"})
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from _arms import parse_arms
+
 FIELDS = ("sft_steps", "sft_batch", "sft_lr", "train_merger")
 
 
@@ -45,18 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         "underfitting: compare with the held-out faces)",
     )
     args = ap.parse_args(argv)
-    if len(args.arms) % 2:
-        ap.error("arms come in pairs: NAME JSON")
-    arms = []
-    for name, text in [("--reference", args.reference), *zip(args.arms[::2], args.arms[1::2])]:
-        try:
-            ov = json.loads(text)
-        except json.JSONDecodeError as exc:
-            ap.error(f"arm {name}: its overrides are not JSON ({exc}): {text!r}")
-        unknown = set(ov) - set(FIELDS)
-        if unknown:
-            ap.error(f"arm {name}: unknown field(s) {sorted(unknown)}; use {list(FIELDS)}")
-        arms.append((name, ov))
+    arms = parse_arms(ap, args.arms, FIELDS, first=("--reference", args.reference))
     reference = arms.pop(0)[1]
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
