@@ -54,12 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
     from datasets import load_from_disk
+    from tag_train._cpu import quiet_libraries
     from tag_train.demo._evaluate import greedy_eval
     from tag_train.demo._presets import PRESETS, cache_root
-    from tag_train.demo._run import _quiet_libraries, _rl_arm
+    from tag_train.demo._run import _rl_arm
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    _quiet_libraries()
+    quiet_libraries()
     torch.set_num_threads(args.threads)
     base = dataclasses.replace(PRESETS["default"], seed=args.sft_seed)
     cache = cache_root(args.cache_dir) / base.key()

@@ -53,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
     from datasets import load_from_disk
+    from tag_train._cpu import cpu_sft, quiet_libraries
     from tag_train.demo._evaluate import greedy_eval
     from tag_train.demo._presets import PRESETS, cache_root
-    from tag_train.demo._run import _quiet_libraries, cpu_sft
     from tag_train.demo._summary import compare_evals, fmt_change, fmt_eval
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    _quiet_libraries()
+    quiet_libraries()
     torch.set_num_threads(args.threads)
     base = dataclasses.replace(PRESETS["default"], seed=args.seed, **reference)
     cache = cache_root(args.cache_dir) / base.key()

@@ -8,11 +8,11 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tag_train._cpu import cpu_args, cpu_job, cpu_sft, quiet_callbacks
 from tag_train.demo._ablation import ablation_report
 from tag_train.demo._base import BASES, base_model
 from tag_train.demo._evaluate import greedy_eval, mean_box_baseline, tower_probes
@@ -85,55 +85,6 @@ def _traces(ds: Any, out: Path, preset: DemoPreset, progress: bool) -> Any:
     return load_from_disk(str(out))
 
 
-def _cpu_args(cls: Any, **kw: Any) -> Any:
-    base = dict(
-        bf16=False,
-        activation_checkpointing=False,
-        report_to="none",
-        dataloader_num_workers=0,
-        save_only_model=False,
-        logging_steps=1,
-        seed=0,
-        disable_tqdm=False,
-    )
-    base.update(kw)
-    return cls(**base)
-
-
-def _quiet_callbacks(verbose: bool, desc: str, show: dict[str, str]) -> list[Any]:
-    """One compact bar for the phase (per-step metrics go to the JSONL only), or none."""
-    from tag_train._callbacks import CompactProgressCallback
-
-    return [] if verbose else [CompactProgressCallback(desc, show)]
-
-
-def _cpu_job(verbose: bool) -> None:
-    """Set up a CPU training job (the demo, the pretraining) before torch does any work.
-
-    ``OMP_WAIT_POLICY=PASSIVE`` (unless set) when torch is not imported yet: on a small shared
-    CPU, OpenMP's default spin-waiting makes each op wait out the other processes' time slices
-    (a vision-tower step with 2 threads runs about 20x slower under load). Then library
-    chatter is dropped (unless ``verbose``) and torch uses at most 2 threads."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-
-    if not verbose:
-        _quiet_libraries()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
-
-def _quiet_libraries() -> None:
-    """Drop library chatter a demo user can't act on (``--verbose`` keeps it)."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
-    hf_logging.set_verbosity_error()
-
-
 def _sft(
     base: Path,
     traces_dir: Path,
@@ -156,54 +107,6 @@ def _sft(
         verbose=verbose,
     )
     (out / "DONE").write_text("ok")
-
-
-def cpu_sft(
-    model: Path,
-    dataset: Path,
-    out: Path,
-    metrics: Path,
-    *,
-    steps: int,
-    batch: int,
-    lr: float,
-    train_merger: bool,
-    train_vision: bool = False,
-    seed: int = 0,
-    checkpoints: int = 4,
-    desc: str = "SFT",
-    verbose: bool = False,
-) -> Any:
-    """``tag-train sft`` on the CPU (the demo's SFT and the pretraining's grounding stage): a
-    cosine schedule with 5 % warm-up, ``checkpoints`` saves (one kept), one progress bar."""
-    from trl import SFTConfig
-
-    from tag_train._args import SFTScriptArguments
-    from tag_train.sft import run_sft
-
-    args = SFTScriptArguments(
-        model_name_or_path=str(model),
-        family="qwen2_vl",
-        dataset_path=str(dataset),
-        metrics_file=str(metrics),
-        train_merger=train_merger,
-        train_vision=train_vision,
-    )
-    targs = _cpu_args(
-        SFTConfig,
-        output_dir=str(out),
-        max_steps=steps,
-        per_device_train_batch_size=batch,
-        learning_rate=lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(1, steps // 20),
-        save_strategy="steps",
-        save_steps=max(10, steps // checkpoints),
-        save_total_limit=1,
-        max_length=None,
-        seed=seed,
-    )
-    return run_sft(args, targs, callbacks=_quiet_callbacks(verbose, desc, {"loss": "loss"}))
 
 
 def _rl_arm(
@@ -240,7 +143,7 @@ def _rl_arm(
         claim_credit=preset.rl_claim_credit,
         grounding_beta=preset.rl_grounding_beta,
     )
-    targs = _cpu_args(
+    targs = cpu_args(
         GRPOConfig,
         output_dir=str(out / "rl"),
         max_steps=preset.rl_steps,
@@ -265,7 +168,7 @@ def _rl_arm(
         "rewards/answer_reward/mean": "answer",
         "rewards/grounding_reward/mean": "grounding",
     }
-    trainer = run_rl(rargs, targs, callbacks=_quiet_callbacks(verbose, label, show))
+    trainer = run_rl(rargs, targs, callbacks=quiet_callbacks(verbose, label, show))
     seconds = {"rl": time.perf_counter() - t}
     with open(out / "metrics.jsonl", "a") as fh:
         for line in rl_metrics.read_text().splitlines():
@@ -302,13 +205,13 @@ def run_demo(
     """Run the demo; returns the summary also written to ``<run_dir>/summary.json``.
 
     Sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set) when torch is not imported yet
-    (:func:`_cpu_job`).
+    (:func:`tag_train._cpu.cpu_job`).
 
     The terminal shows one progress bar per phase and each phase's result line; per-step
     metrics go to ``metrics.jsonl``. ``verbose=True`` brings back the trainers' per-step log
     dicts and the libraries' warnings.
     """
-    _cpu_job(verbose)
+    cpu_job(verbose)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     t_start = time.perf_counter()

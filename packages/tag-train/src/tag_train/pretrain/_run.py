@@ -88,9 +88,9 @@ def run_pretrain(
     Each stage is kept in ``work_dir`` (default ``<output_dir>.work``), so a run that stops
     resumes from the last finished stage; the folder is removed at the end.
     """
-    from tag_train.demo._run import _cpu_job, cpu_sft
+    from tag_train._cpu import cpu_job, cpu_sft
 
-    _cpu_job(verbose)
+    cpu_job(verbose)
     from tag_model.backbones import get_adapter, make_tiny_vlm
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
