@@ -29,12 +29,12 @@ class PretrainPreset:
     seed: int = 0  # weights, batch order and question draws
     face_seed: int = 7_000_001
     variation: float = 1.6
-    vision_faces: int = 12000  # each also mirrored
-    vision_steps: int = 6000
+    vision_faces: int = 14000  # each also mirrored
+    vision_steps: int = 12000
     vision_batch: int = 32
     vision_lr: float = 2e-3
     qa_faces: int = 8000
-    qa_steps: int = 3000
+    qa_steps: int = 4000
     qa_batch: int = 8
     qa_lr: float = 1e-3
     #: the grounding stage also trains the vision tower (end to end), not only the language
