@@ -59,6 +59,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     hf_logging.set_verbosity_error()
+    # transformers' own bars ("Writing model shards" at every checkpoint save); the phases'
+    # bars are TAG's (plain tqdm), so they stay.
+    hf_logging.disable_progress_bar()
 
 
 def cpu_sft(
