@@ -54,14 +54,17 @@ def quiet_libraries() -> None:
     """Drop library chatter a demo user can't act on (``--verbose`` keeps it)."""
     import warnings
 
+    import datasets
     from transformers.utils import logging as hf_logging
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     hf_logging.set_verbosity_error()
-    # transformers' own bars ("Writing model shards" at every checkpoint save); the phases'
-    # bars are TAG's (plain tqdm), so they stay.
+    # The libraries' own bars: transformers' "Writing model shards" at every checkpoint save,
+    # datasets' sub-second map and save bars. The phases' bars are TAG's (plain tqdm), so they
+    # stay.
     hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def cpu_sft(
