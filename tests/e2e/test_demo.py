@@ -38,6 +38,13 @@ def test_demo_smoke_preset_writes_the_run_folder(tmp_path):
     ):
         assert needle in out, out[-3000:]
     summary = json.loads((run / "summary.json").read_text())
+    # the per-face values behind the greedy means, one per held-out face, and they agree
+    per_face = json.loads((run / "per_face.json").read_text())
+    n_eval = summary["preset"]["n_eval"]
+    for phase, ev in (("after_sft", "eval_after_sft"), ("after_rl", "eval_after_rl")):
+        assert set(per_face[phase]) == {"correct", "grounding", "mean_iou", "hallucination"}
+        assert all(len(v) == n_eval for v in per_face[phase].values())
+        assert abs(sum(per_face[phase]["correct"]) / n_eval - summary[ev]["accuracy"]) < 1e-9
     for phase in ("eval_after_sft", "eval_after_rl"):
         ev = summary[phase]
         for k in (

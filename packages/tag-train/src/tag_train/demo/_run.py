@@ -311,6 +311,10 @@ def run_demo(
         summary["ablation"] = ablation
     summary["goals"] = demo_goals(summary)
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    # the per-face values behind the greedy means, so that another run or a GRPO arm on the
+    # same held-out faces compares paired (tag_model.stats.bootstrap_diff_ci(..., paired=True))
+    per_face = {"after_sft": ev_sft["per_face"], "after_rl": ev_rl["per_face"]}
+    (run / "per_face.json").write_text(json.dumps(per_face))
     share = summary["reward_share"].get("tag/reward_share", float("nan"))
     print(f"reward functions: {100 * share:.2f} % of a GRPO step")
     print("wall time per phase: " + "  ".join(f"{k} {v:.0f}s" for k, v in times.items()))
