@@ -141,6 +141,18 @@ def test_credit_boxes_moves_only_the_coordinate_tokens_of_compared_boxes(process
     assert torch.equal(out[~moved], want[~moved])  # every other token keeps GRPO's advantage
     assert stats["compared"] == 1.0 and stats["iou"] > 0.4
     assert stats["token_share"] == pytest.approx(moved.sum().item() / mask.sum().item())
+    # no image and no image_size: the rewards' own clear error, naming the row
+    no_image = [{"activated": DETECTOR}] * 2
+    with pytest.raises(ValueError, match="row 0 has no image"):
+        credit_boxes(
+            seq,
+            ids,
+            mask,
+            no_image,
+            table=table,
+            adapter=get_adapter("qwen2_vl"),
+            num_generations=2,
+        )
 
 
 def test_rl_with_box_credit_trains_on_token_advantages(tiny_dir, traces_dir, tmp_path):

@@ -244,3 +244,14 @@ def test_multi_message_completions_read_as_their_assistant_turns():
     assert g([conv], activated=act, image_size=[(W, H)]) == g(
         [GOOD], activated=act, image_size=[(W, H)]
     )
+
+
+def test_a_row_without_an_image_is_a_clear_error_naming_the_row():
+    f = get_grounding_reward("qwen2_vl", labels=LABELS)
+    act = _act((12, 0.9, (40.0, 100.0, 160.0, 140.0)))
+    text = _trace([TraceStep("lip corners", "pulled up", (12,), (200, 600, 800, 900))])
+    img = type("Img", (), {"size": (W, H)})()
+    with pytest.raises(ValueError, match="row 1 has no image"):
+        f([text] * 2, activated=[act] * 2, image=[img, None])
+    with pytest.raises(ValueError, match="row 0 has no image"):
+        f([text], activated=[act], images=[[]])  # TRL's "images" column, empty

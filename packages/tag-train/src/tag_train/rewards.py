@@ -140,7 +140,9 @@ def _sizes(n: int, image: Sequence[Any] | None, image_size: Sequence[Any] | None
     cache: dict[int, tuple[int, int]] = {}
     for i, im in enumerate(image):
         if isinstance(im, list):  # TRL "images" column: one image per prompt
-            im = im[0]
+            im = im[0] if im else None
+        if im is None:
+            raise ValueError(f"row {i} has no image, and there is no `image_size` column")
         key = id(im)
         if key not in cache:
             cache[key] = im.size
