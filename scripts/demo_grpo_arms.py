@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from _arms import parse_arms
+from tag_train._cpu import cpu_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,17 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     fields = {*GRPO_FIELDS, "seed"}
     arms = parse_arms(ap, args.arms, fields | {"answer_weight"})
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    cpu_job(False, threads=args.threads)
     from datasets import load_from_disk
-    from tag_train._cpu import quiet_libraries
     from tag_train.demo._evaluate import greedy_eval
     from tag_train.demo._presets import PRESETS, cache_root
     from tag_train.demo._run import _rl_arm
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    quiet_libraries()
-    torch.set_num_threads(args.threads)
     base = dataclasses.replace(PRESETS["default"], seed=args.sft_seed)
     cache = cache_root(args.cache_dir) / base.key()
     if not (cache / "sft" / "DONE").exists():

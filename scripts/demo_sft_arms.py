@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from _arms import parse_arms
+from tag_train._cpu import cpu_job, cpu_sft
 
 FIELDS = ("sft_steps", "sft_batch", "sft_lr", "train_merger")
 
@@ -50,17 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     arms = parse_arms(ap, args.arms, FIELDS, first=("--reference", args.reference))
     reference = arms.pop(0)[1]
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    cpu_job(False, threads=args.threads)
     from datasets import load_from_disk
-    from tag_train._cpu import cpu_sft, quiet_libraries
     from tag_train.demo._evaluate import greedy_eval
     from tag_train.demo._presets import PRESETS, cache_root
     from tag_train.demo._summary import compare_evals, fmt_change, fmt_eval
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    quiet_libraries()
-    torch.set_num_threads(args.threads)
     base = dataclasses.replace(PRESETS["default"], seed=args.seed, **reference)
     cache = cache_root(args.cache_dir) / base.key()
     if not (cache / "sft" / "DONE").exists():

@@ -34,20 +34,22 @@ def quiet_callbacks(verbose: bool, desc: str, show: dict[str, str]) -> list[Any]
     return [] if verbose else [CompactProgressCallback(desc, show)]
 
 
-def cpu_job(verbose: bool) -> None:
-    """Set up a CPU training job (the demo, the pretraining) before torch does any work.
+def cpu_job(verbose: bool, threads: int | None = None) -> None:
+    """Set up a CPU training job (the demo, the pretraining, the arm scripts) before torch does
+    any work.
 
     ``OMP_WAIT_POLICY=PASSIVE`` (unless set) when torch is not imported yet: on a small shared
     CPU, OpenMP's default spin-waiting makes each op wait out the other processes' time slices
     (a vision-tower step with 2 threads runs about 20x slower under load). Then library
-    chatter is dropped (unless ``verbose``) and torch uses at most 2 threads."""
+    chatter is dropped (unless ``verbose``) and torch uses ``threads`` threads (default: at
+    most 2)."""
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     if not verbose:
         quiet_libraries()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(threads or max(1, min(2, os.cpu_count() or 1)))
 
 
 def quiet_libraries() -> None:
