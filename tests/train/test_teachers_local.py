@@ -144,3 +144,62 @@ def test_hf_teacher_on_the_gpu_device_map_auto_and_dtype(tmp_path):
     assert {p.dtype for p in t.model.parameters()} == {torch.bfloat16}
     replies = t.generate([_req(i) for i in range(5)])  # a batch of 4 (left padded), then 1
     assert all("error" not in r.meta for r in replies), [r.meta for r in replies]
+
+
+def _surprise_request(i: int = 0):
+    """Surprise with AU2 (brows) and AU25 (mouth) active, AU1 (brows) not."""
+    act = (
+        ActivatedEntry(2, 0.9, (20.0, 20.0, 90.0, 32.0), (180, 180, 800, 290)),
+        ActivatedEntry(25, 0.8, (30.0, 70.0, 80.0, 90.0), (268, 625, 714, 804)),
+    )
+    return _req(i, label="surprise", act=act)
+
+
+def test_rationalizing_teacher_adds_an_unsupported_prototype_au_in_its_region():
+    plain = TemplateTeacher(seed=0, rationalize=0.0)
+    always = TemplateTeacher(seed=0, rationalize=1.0)
+    p = parse_trace(always.write(_surprise_request()), labels=LABELS)
+    assert p.format_ok and p.answer == "surprise"
+    brows = next(s for s in p.steps if 2 in s.aus)
+    added = set(brows.aus) - {2}
+    # one AU of surprise's prototypes that shares the brows' region and is not active: AU1
+    assert added == {1}
+    assert tuple(brows.box) == (180.0, 180.0, 800.0, 290.0)  # grounded in the brows' box
+    text = always.write(_surprise_request())
+    conclusion = next(ln for ln in text.splitlines() if ln.startswith("Final conclusion:"))
+    assert "AU1 +" in conclusion  # the teacher rationalises it in the conclusion too
+    # a face whose expression's prototypes share no region with its active AUs is untouched
+    happy = _req(0)  # happiness: AU6, AU12, AU25 all active already
+    assert always.write(happy) == plain.write(happy)
+    # the draw has its own stream: at 0.5 some traces change, and the wording does not
+    half = TemplateTeacher(seed=0, rationalize=0.5)
+    changed = [
+        half.write(_surprise_request(i)) != plain.write(_surprise_request(i)) for i in range(40)
+    ]
+    assert 8 <= sum(changed) <= 32
+    for i in range(40):
+        a, b = half.write(_surprise_request(i)), plain.write(_surprise_request(i))
+        assert a.splitlines()[0] == b.splitlines()[0]  # the same global analysis
+
+
+def test_rationalized_claims_cost_grounding_reward():
+    """The added AU is a claim the detector does not see: the reward's precision drops."""
+    from tag_train.rewards import get_tag_rewards
+
+    ground = get_tag_rewards("qwen2_vl", labels=list(LABELS))[2]
+    req = _surprise_request()
+    activated = [{"au": e.au, "prob": e.prob, "box": list(e.box)} for e in req.activated]
+    scores = [
+        ground(
+            completions=[[{"role": "assistant", "content": t.write(req)}]],
+            activated=[activated],
+            image_size=[(112, 112)],
+        )[0]
+        for t in (TemplateTeacher(seed=0), TemplateTeacher(seed=0, rationalize=1.0))
+    ]
+    assert scores[0] > 0.95 and scores[1] < scores[0] - 0.1, scores
+
+
+def test_rationalize_out_of_range_is_an_error():
+    with pytest.raises(ValueError, match="rationalize"):
+        TemplateTeacher(rationalize=1.5)

@@ -86,6 +86,12 @@ class TemplateTeacher:
         style: ``"full"`` uses the whole catalogue description in each step and a two-part
             global analysis; ``"compact"`` uses its first clause and one sentence (about
             half the tokens; the CPU demo uses it).
+        rationalize: the probability that a trace also names one AU of the answer's EMFACS
+            prototypes that the activated list lacks, in the step of an activated AU of the
+            same region (and in the conclusion). This imitates a language-model teacher that
+            fits the face to the expression it must answer: a claim the detector does not
+            support, which the grounding reward penalises. 0 (the default): the activated list
+            only. Drawn from its own random stream, so the wording does not change.
     """
 
     def __init__(
@@ -96,7 +102,11 @@ class TemplateTeacher:
         variety: float = 1.0,
         max_steps: int = 6,
         style: Literal["full", "compact"] = "full",
+        rationalize: float = 0.0,
     ) -> None:
+        if not 0.0 <= rationalize <= 1.0:
+            raise ValueError(f"rationalize must be in [0, 1], got {rationalize!r}")
+        self.rationalize = float(rationalize)
         if answer not in ("label", "prototype"):
             raise ValueError(f"answer must be 'label' or 'prototype', got {answer!r}")
         self.answer = answer
@@ -164,6 +174,8 @@ class TemplateTeacher:
         rng = self._rng(request)
         label = self.choose_label(request)
         groups = self._groups(request.activated)
+        if self.rationalize > 0:
+            self._add_rationalized(request, label, groups)
         cat = self._cat
         if groups:
             top = sorted(request.activated, key=lambda e: -e.prob)
@@ -206,6 +218,34 @@ class TemplateTeacher:
             aus_txt = " + ".join(f"AU{a}" for a in aus_sorted)
             ctext = self._pick(rng, _CONCLUSIONS).format(aus=aus_txt, label=label)
         return render_trace(ga, steps, conclusion_aus, label, conclusion_text=ctext)
+
+    def _add_rationalized(
+        self, request: TeacherRequest, label: str, groups: list[list[ActivatedEntry]]
+    ) -> None:
+        """With probability ``rationalize``, add one unsupported prototype AU of ``label`` to
+        the group of an activated AU in the same region (in place)."""
+        from tag_model.au import EMFACS_PROTOTYPES
+
+        h = hashlib.blake2b(
+            f"rationalize|{self.seed}|{request.sample_id}|{request.attempt}".encode(),
+            digest_size=8,
+        )
+        rng = random.Random(int.from_bytes(h.digest(), "little"))
+        if rng.random() >= self.rationalize:
+            return
+        present = {e.au for g in groups for e in g}
+        by_region: dict[str, list[ActivatedEntry]] = {}
+        for g in groups:
+            au = self._cat.get(g[0].au)
+            if au is not None:
+                by_region.setdefault(au.region, g)
+        options = sorted({a for proto in EMFACS_PROTOTYPES.get(label, ()) for a in proto} - present)
+        options = [a for a in options if a in self._cat and self._cat[a].region in by_region]
+        if not options:
+            return
+        a = rng.choice(options)
+        g = by_region[self._cat[a].region]
+        g.append(ActivatedEntry(a, 0.5, g[0].box, g[0].model_box))
 
     def _clause(self, e: ActivatedEntry, rng: random.Random) -> str:
         """``"a strong cheek raiser: cheeks lifted, ..."`` (full) or ``"a strong cheek raiser"``."""
