@@ -10,7 +10,7 @@ overrides to find another cached one (a demo cached with those settings). Arms a
 overrides on top of the reference's.
 
 Each arm is ``NAME JSON``: the JSON overrides the default preset's SFT fields (``sft_steps``,
-``sft_batch``, ``sft_lr``, ``train_merger``). Arms run one after the other; each writes its
+``sft_batch``, ``sft_lr``, ``train_merger``, ``sft_train_vision``). Arms run one after the other; each writes its
 checkpoint and ``result.json`` (its greedy ``eval`` with ``per_face``, ``vs_sft``: the arm
 minus the cached SFT, and ``seconds``) under ``--out``/NAME and prints one ``RESULT`` line.
 ``--threads 1`` lets two of these processes share a 2-core machine.
@@ -28,7 +28,7 @@ from pathlib import Path
 from _arms import parse_arms
 from tag_train._cpu import cpu_job, cpu_sft
 
-FIELDS = ("sft_steps", "sft_batch", "sft_lr", "train_merger")
+FIELDS = ("sft_steps", "sft_batch", "sft_lr", "train_merger", "sft_train_vision")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             batch=preset.sft_batch,
             lr=preset.sft_lr,
             train_merger=preset.train_merger,
+            train_vision=preset.sft_train_vision,
             desc=name,
         )
         seconds = time.perf_counter() - t

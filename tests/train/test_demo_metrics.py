@@ -115,3 +115,28 @@ def test_rl_arm_passes_the_presets_grpo_settings(monkeypatch, tmp_path) -> None:
     assert t.multi_objective_aggregation == "normalize_then_sum"
     assert t.temperature == 0.9 and list(t.reward_weights) == [1.0, 1.0, 3.0]
     assert t.num_generations == base.rl_generations
+
+
+def test_fields_added_later_keep_older_caches_and_split_when_set():
+    """``teacher_rationalize`` and ``sft_train_vision`` at their defaults leave the cache key
+    as it was before they existed (so cached SFTs stay valid); set, they name a cache of
+    their own."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from tag_train.demo._base import base_fingerprint
+    from tag_train.demo._presets import _CACHE_VERSION, GRPO_FIELDS, PRESETS
+
+    base = PRESETS["default"]
+    # the key's recipe as it was before the two fields were added
+    d = dataclasses.asdict(base)
+    for k in ("teacher_rationalize", "sft_train_vision", *GRPO_FIELDS, "ablation", "n_pictures"):
+        d.pop(k)
+    d["base"] = base_fingerprint(base.base)
+    d["name"] = d.pop("cache_as") or d["name"]
+    old = hashlib.sha1(json.dumps([_CACHE_VERSION, d], sort_keys=True).encode()).hexdigest()
+    assert base.key() == f"default-{old[:10]}"
+    assert PRESETS["ablation"].key() == base.key()
+    for field, value in (("teacher_rationalize", 0.5), ("sft_train_vision", True)):
+        assert dataclasses.replace(base, **{field: value}).key() != base.key()

@@ -69,7 +69,12 @@ def _traces(ds: Any, out: Path, preset: DemoPreset, progress: bool) -> Any:
     if not (out / "state.json").exists():
         summary = build_traces(
             ds,
-            TemplateTeacher(seed=preset.seed, variety=preset.template_variety, style="compact"),
+            TemplateTeacher(
+                seed=preset.seed,
+                variety=preset.template_variety,
+                style="compact",
+                rationalize=preset.teacher_rationalize,
+            ),
             out,
             TraceBuildConfig(
                 family="qwen2_vl",
@@ -104,6 +109,7 @@ def _sft(
         batch=preset.sft_batch,
         lr=preset.sft_lr,
         train_merger=preset.train_merger,
+        train_vision=preset.sft_train_vision,
         verbose=verbose,
     )
     (out / "DONE").write_text("ok")
