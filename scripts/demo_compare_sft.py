@@ -28,14 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = ap.parse_args(argv)
 
-    import torch
+    from tag_train._cpu import cpu_job
+
+    cpu_job(False, threads=args.threads)  # before torch loads: threads, quiet libraries
     from datasets import load_from_disk
     from tag_train.demo._evaluate import greedy_eval
     from tag_train.demo._presets import PRESETS, cache_root
     from tag_train.demo._summary import compare_evals, fmt_change, fmt_eval
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    torch.set_num_threads(args.threads)
     base = dataclasses.replace(PRESETS["default"], seed=args.seed)
     caches = {
         side: cache_root(args.cache_dir) / dataclasses.replace(base, base=b).key()
