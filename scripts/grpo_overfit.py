@@ -38,11 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu_job(False, threads=args.threads)
     from datasets import load_from_disk
-    from tag_train._args import RLScriptArguments
-    from tag_train._cpu import cpu_args, quiet_callbacks
+    from tag_train._cpu import quiet_callbacks
     from tag_train.demo._presets import PRESETS, cache_root
+    from tag_train.demo._run import grpo_args
     from tag_train.rl import run_rl
-    from trl import GRPOConfig
 
     p = dataclasses.replace(PRESETS["default"], seed=args.sft_seed)
     cache = cache_root(args.cache_dir) / p.key()
@@ -55,28 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     traces.select(range(min(args.prompts, len(traces)))).save_to_disk(str(out / "data"))
     metrics = out / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
-    rargs = RLScriptArguments(
-        model_name_or_path=str(cache / "sft"),
-        family="qwen2_vl",
-        dataset_path=str(out / "data"),
-        metrics_file=str(metrics),
-        train_merger=p.train_merger,
-    )
-    targs = cpu_args(
-        GRPOConfig,
-        output_dir=str(out / "rl"),
+    rargs, targs = grpo_args(
+        p,
+        cache / "sft",
+        out / "data",
+        out / "rl",
+        metrics,
+        (1.0, 1.0, p.rl_grounding_weight),
         max_steps=args.steps,
-        per_device_train_batch_size=p.rl_prompts * p.rl_generations,
-        num_generations=p.rl_generations,
-        temperature=p.rl_temperature,
-        learning_rate=p.rl_lr,
-        lr_scheduler_type="constant",
-        beta=p.rl_beta,
-        max_completion_length=p.rl_max_completion,
         save_strategy="no",
-        reward_weights=[1.0, 1.0, p.rl_grounding_weight],
-        log_completions=False,
-        seed=p.seed,
     )
     t = time.perf_counter()
     show = {"reward": "reward", "rewards/grounding_reward/mean": "grounding"}

@@ -115,6 +115,54 @@ def _sft(
     (out / "DONE").write_text("ok")
 
 
+def grpo_args(
+    preset: DemoPreset,
+    model: Path,
+    dataset: Path,
+    output_dir: Path,
+    metrics: Path,
+    weights: tuple[float, float, float],
+    **overrides: Any,
+) -> tuple[Any, Any]:
+    """``(RLScriptArguments, GRPOConfig)`` of the demo's GRPO with ``preset``'s ``rl_*``
+    settings: ``model`` trained on ``dataset`` into ``output_dir``, per-step metrics to
+    ``metrics``, ``weights`` = (format, answer, grounding). ``overrides`` go to the config
+    (for example ``max_steps`` or ``save_strategy``)."""
+    from trl import GRPOConfig
+
+    from tag_train._args import RLScriptArguments
+
+    rargs = RLScriptArguments(
+        model_name_or_path=str(model),
+        family="qwen2_vl",
+        dataset_path=str(dataset),
+        metrics_file=str(metrics),
+        train_merger=preset.train_merger,
+        box_credit=preset.rl_box_credit,
+        claim_credit=preset.rl_claim_credit,
+        grounding_beta=preset.rl_grounding_beta,
+    )
+    gen = preset.rl_generations
+    kw: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "max_steps": preset.rl_steps,
+        "per_device_train_batch_size": preset.rl_prompts * gen,
+        "num_generations": gen,
+        "temperature": preset.rl_temperature,
+        "learning_rate": preset.rl_lr,
+        "lr_scheduler_type": "constant",
+        "beta": preset.rl_beta,
+        "num_iterations": preset.rl_iterations,
+        "max_completion_length": preset.rl_max_completion,
+        "reward_weights": list(weights),
+        "multi_objective_aggregation": preset.rl_aggregation,
+        "log_completions": False,
+        "seed": preset.seed,
+    }
+    kw.update(overrides)
+    return rargs, cpu_args(GRPOConfig, **kw)
+
+
 def _rl_arm(
     preset: DemoPreset,
     cache: Path,
@@ -130,44 +178,21 @@ def _rl_arm(
     """GRPO from the cached SFT into ``out/rl`` with ``weights`` (format, answer, grounding),
     then a greedy evaluation: ``{trainer, fifths, eval, vs_sft, seconds}``. The GRPO log lines
     are appended to ``out/metrics.jsonl`` with ``"phase": "rl"``."""
-    from trl import GRPOConfig
-
-    from tag_train._args import RLScriptArguments
     from tag_train.rl import run_rl
 
     t = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     rl_metrics = out / "rl_metrics.jsonl"
-    gen = preset.rl_generations
-    rargs = RLScriptArguments(
-        model_name_or_path=str(cache / "sft"),
-        family="qwen2_vl",
-        dataset_path=str(cache / "traces"),
-        metrics_file=str(rl_metrics),
-        train_merger=preset.train_merger,
-        box_credit=preset.rl_box_credit,
-        claim_credit=preset.rl_claim_credit,
-        grounding_beta=preset.rl_grounding_beta,
-    )
-    targs = cpu_args(
-        GRPOConfig,
-        output_dir=str(out / "rl"),
-        max_steps=preset.rl_steps,
-        per_device_train_batch_size=preset.rl_prompts * gen,
-        num_generations=gen,
-        temperature=preset.rl_temperature,
-        learning_rate=preset.rl_lr,
-        lr_scheduler_type="constant",
-        beta=preset.rl_beta,
-        num_iterations=preset.rl_iterations,
-        max_completion_length=preset.rl_max_completion,
+    rargs, targs = grpo_args(
+        preset,
+        cache / "sft",
+        cache / "traces",
+        out / "rl",
+        rl_metrics,
+        weights,
         save_strategy="steps",
         save_steps=max(5, preset.rl_steps // 4),
         save_total_limit=1,
-        reward_weights=list(weights),
-        multi_objective_aggregation=preset.rl_aggregation,
-        log_completions=False,
-        seed=preset.seed,
     )
     show = {
         "reward": "reward",
