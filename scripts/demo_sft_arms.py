@@ -10,8 +10,8 @@ overrides to find another cached one (a demo cached with those settings). Arms a
 overrides on top of the reference's.
 
 Each arm is ``NAME JSON``: the JSON overrides the default preset's SFT fields (``sft_steps``,
-``sft_batch``, ``sft_lr``, ``train_merger``, ``sft_train_vision``). Arms run one after the other; each writes its
-checkpoint and ``result.json`` (its greedy ``eval`` with ``per_face``, ``vs_sft``: the arm
+``sft_batch``, ``sft_lr``, ``train_merger``, ``sft_train_vision``). Arms run one after the
+other; each writes its checkpoint and ``result.json`` (its greedy ``eval`` with ``per_face``, ``vs_sft``: the arm
 minus the cached SFT, and ``seconds``) under ``--out``/NAME and prints one ``RESULT`` line.
 ``--threads 1`` lets two of these processes share a 2-core machine.
 """

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from tag_train._cpu import quiet_callbacks
     from tag_train.demo._presets import PRESETS, cache_root
     from tag_train.demo._run import grpo_args
+    from tag_train.demo._summary import fmt_change, fmt_rewards, rl_fifths
     from tag_train.rl import run_rl
 
     p = dataclasses.replace(PRESETS["default"], seed=args.sft_seed)
@@ -67,27 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     show = {"reward": "reward", "rewards/grounding_reward/mean": "grounding"}
     run_rl(rargs, targs, callbacks=quiet_callbacks(False, "GRPO", show))
-    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-    rows = [r for r in rows if "reward" in r]
-    k = max(1, len(rows) // 5)
-    keys = {
-        "total": "reward",
-        "answer": "rewards/answer_reward/mean",
-        "grounding": "rewards/grounding_reward/mean",
-        "format": "rewards/format_reward/mean",
-    }
-    from tag_model.stats import bootstrap_diff_ci
-
+    fifths = rl_fifths(metrics, phase=None)
+    print("sampled rewards, first fifth: " + fmt_rewards(fifths["first_fifth"]))
+    print("                 last fifth:  " + fmt_rewards(fifths["last_fifth"]))
+    print("  change, 95% CI: " + fmt_change(fifths["change"]))
     result = {"prompts": args.prompts, "steps": args.steps, "seconds": time.perf_counter() - t}
-    for name, key in keys.items():
-        first = [r[key] for r in rows[:k]]
-        last = [r[key] for r in rows[-k:]]
-        ci = bootstrap_diff_ci(last, first, paired=False)
-        result[name] = {"first_fifth": sum(first) / k, "last_fifth": sum(last) / k, "change": ci}
-        print(
-            f"{name:9s} first fifth {sum(first) / k:.3f}  last fifth {sum(last) / k:.3f}  "
-            f"change {ci['mean']:+.3f} [95% CI {ci['low']:+.3f}, {ci['high']:+.3f}]"
-        )
+    result.update(fifths)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return 0
 

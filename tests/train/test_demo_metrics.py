@@ -63,6 +63,7 @@ def test_goals_need_a_ci_above_zero() -> None:
 
 def test_rl_fifths_give_the_change_with_a_ci(tmp_path) -> None:
     import json
+    import math
 
     from tag_train.demo._summary import rl_fifths
 
@@ -83,6 +84,14 @@ def test_rl_fifths_give_the_change_with_a_ci(tmp_path) -> None:
     g = f["change"]["grounding"]
     assert g["low"] < 0 < g["high"] or abs(g["mean"]) < 0.01  # periodic noise, no trend
     assert f["change"]["format"]["mean"] == 0.0
+    # a GRPO run's own log (no "phase" key), read with phase=None, gives the same fifths
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(
+        "\n".join(json.dumps({k: v for k, v in r.items() if k != "phase"}) for r in rows)
+    )
+    assert rl_fifths(raw, phase=None) == f
+    # the default keeps only the demo's "rl" lines: none here
+    assert math.isnan(rl_fifths(raw)["first_fifth"]["total"])
 
 
 def test_rl_arm_passes_the_presets_grpo_settings(monkeypatch, tmp_path) -> None:

@@ -86,10 +86,12 @@ def compare_evals(after: dict[str, Any], before: dict[str, Any]) -> dict[str, An
     return {out: bootstrap_diff_ci(a[k], b[k], paired=True) for k, out in names.items()}
 
 
-def rl_fifths(metrics_path: Path) -> dict[str, dict[str, Any]]:
+def rl_fifths(metrics_path: Path, phase: str | None = "rl") -> dict[str, dict[str, Any]]:
     """Mean sampled reward components (``format``, ``answer``, ``grounding``, ``total``) over
     the first and the last fifth of the GRPO steps logged in ``metrics_path``, and under
-    ``change`` the difference (last - first) with its bootstrap 95% CI.
+    ``change`` the difference (last - first) with its bootstrap 95% CI. ``phase``: the lines'
+    ``"phase"`` to keep (the demo's ``metrics.jsonl`` mixes phases); ``None`` reads a GRPO
+    run's own log, every line with a ``reward``.
 
     The CI resamples steps: each step's mean covers its own batch of prompts (and their
     generations), so steps are independent units and the interval accounts for the
@@ -98,7 +100,7 @@ def rl_fifths(metrics_path: Path) -> dict[str, dict[str, Any]]:
     from tag_model.stats import bootstrap_diff_ci
 
     rows = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
-    rows = [r for r in rows if r.get("phase") == "rl" and "reward" in r]
+    rows = [r for r in rows if "reward" in r and (phase is None or r.get("phase") == phase)]
     keys = {
         "format": "rewards/format_reward/mean",
         "answer": "rewards/answer_reward/mean",
