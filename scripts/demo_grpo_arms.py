@@ -15,7 +15,9 @@ Each arm is ``NAME JSON``: the JSON overrides fields of the default preset's GRP
 paired: ``tag_model.stats.bootstrap_diff_ci(a, b, paired=True)``, as the README's "with minus
 without" rows do) and prints one ``RESULT`` line. ``--threads 1`` lets two of these
 processes share a 2-core machine (a step took the same 3.9 s at 1 thread beside another run
-as at 2 threads alone). The README's table "Why GRPO moves grounding so little" was measured
+as at 2 threads alone). ``--fresh N`` gives GRPO N faces the SFT never saw instead of its own
+training faces (SynthFACS seed ``1000 + --sft_seed``, template traces only for the prompts and
+the detector's lists; cached beside the demo's cache). The README's table "Why GRPO moves grounding so little" was measured
 with these same calls, run from a scratch copy of this script.
 """
 
@@ -45,7 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         help="start from the default demo's cached SFT of this seed (`tag-train rl --seed N` "
         "builds it); default 0",
     )
+    ap.add_argument(
+        "--fresh",
+        type=int,
+        default=0,
+        help="GRPO on N fresh faces the SFT never saw (SynthFACS seed 1000 + --sft_seed) "
+        "instead of the SFT's training faces; default 0 (the SFT's own faces, as the demo)",
+    )
     args = ap.parse_args(argv)
+    if args.fresh < 0:
+        ap.error(f"--fresh must be >= 0, got {args.fresh}")
     from tag_train.demo._presets import GRPO_FIELDS
 
     fields = {*GRPO_FIELDS, "seed"}
@@ -55,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import load_from_disk
     from tag_train.demo._evaluate import greedy_eval
     from tag_train.demo._presets import PRESETS, cache_root
-    from tag_train.demo._run import _rl_arm
+    from tag_train.demo._run import _faces, _rl_arm, _traces
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     base = dataclasses.replace(PRESETS["default"], seed=args.sft_seed)
@@ -66,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
             f"`uv run tag-train rl --seed {args.sft_seed}` first"
         )
         return 1
+    traces = None
+    if args.fresh:
+        fresh = dataclasses.replace(base, seed=1000 + args.sft_seed, n_train=args.fresh, n_eval=10)
+        root = cache.parent / f"grpo-fresh-s{args.sft_seed}-n{args.fresh}"
+        root.mkdir(parents=True, exist_ok=True)
+        train_faces, _ = _faces(root / "faces", fresh)
+        traces = root / "traces"
+        _traces(train_faces, traces, fresh, True)
+        print(f"GRPO prompts: {args.fresh} fresh faces, traces in {traces}", flush=True)
     processor = AutoProcessor.from_pretrained(cache / "sft")
     eval_ds = load_from_disk(str(cache / "eval_traces"))
     model = AutoModelForImageTextToText.from_pretrained(cache / "sft").eval()
@@ -80,11 +100,22 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) / name
         t = time.perf_counter()
         arm = _rl_arm(
-            preset, cache, out, weights, processor, eval_ds, ev_sft, False, False, label=name
+            preset,
+            cache,
+            out,
+            weights,
+            processor,
+            eval_ds,
+            ev_sft,
+            False,
+            False,
+            label=name,
+            traces=traces,
         )
         result = {
             "name": name,
             "overrides": ov,
+            "fresh_faces": args.fresh,
             "weights": weights,
             "fifths": arm["fifths"],
             "vs_sft": arm["vs_sft"],

@@ -126,6 +126,43 @@ def test_rl_arm_passes_the_presets_grpo_settings(monkeypatch, tmp_path) -> None:
     assert t.num_generations == base.rl_generations
 
 
+def test_rl_arm_trains_on_the_cached_traces_unless_given_others(monkeypatch, tmp_path) -> None:
+    """GRPO's prompts are the cache's SFT traces by default; ``traces=`` (what
+    ``scripts/demo_grpo_arms.py --fresh N`` passes) swaps in another dataset, same SFT."""
+    import tag_train.rl
+    from tag_train.demo._presets import PRESETS
+    from tag_train.demo._run import _rl_arm
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_rl(rargs, targs, callbacks=None):
+        seen.append(rargs)
+        raise Stop
+
+    monkeypatch.setattr(tag_train.rl, "run_rl", fake_run_rl)
+    p = PRESETS["smoke"]
+    for traces in (None, tmp_path / "fresh" / "traces"):
+        with pytest.raises(Stop):
+            _rl_arm(
+                p,
+                tmp_path,
+                tmp_path / "run",
+                (1, 1, 2),
+                None,
+                None,
+                {},
+                False,
+                False,
+                traces=traces,
+            )
+    assert seen[0].dataset_path == str(tmp_path / "traces")
+    assert seen[1].dataset_path == str(tmp_path / "fresh" / "traces")
+    assert seen[0].model_name_or_path == seen[1].model_name_or_path == str(tmp_path / "sft")
+
+
 def test_fields_added_later_keep_older_caches_and_split_when_set():
     """``teacher_rationalize`` and ``sft_train_vision`` at their defaults leave the cache key
     as it was before they existed (so cached SFTs stay valid); set, they name a cache of

@@ -174,10 +174,12 @@ def _rl_arm(
     progress: bool,
     verbose: bool,
     label: str = "GRPO",
+    traces: Path | None = None,
 ) -> dict[str, Any]:
     """GRPO from the cached SFT into ``out/rl`` with ``weights`` (format, answer, grounding),
     then a greedy evaluation: ``{trainer, fifths, eval, vs_sft, seconds}``. The GRPO log lines
-    are appended to ``out/metrics.jsonl`` with ``"phase": "rl"``."""
+    are appended to ``out/metrics.jsonl`` with ``"phase": "rl"``. GRPO's prompts are the
+    cached SFT traces unless ``traces`` names another trace dataset on disk."""
     from tag_train.rl import run_rl
 
     t = time.perf_counter()
@@ -186,7 +188,7 @@ def _rl_arm(
     rargs, targs = grpo_args(
         preset,
         cache / "sft",
-        cache / "traces",
+        traces or cache / "traces",
         out / "rl",
         rl_metrics,
         weights,
