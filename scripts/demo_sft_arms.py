@@ -13,7 +13,9 @@ Each arm is ``NAME JSON``: the JSON overrides the default preset's SFT fields (`
 ``sft_batch``, ``sft_lr``, ``train_merger``, ``sft_train_vision``). Arms run one after the
 other; each writes its checkpoint and ``result.json`` (its greedy ``eval`` with ``per_face``, ``vs_sft``: the arm
 minus the cached SFT, and ``seconds``) under ``--out``/NAME and prints one ``RESULT`` line.
-``--threads 1`` lets two of these processes share a 2-core machine.
+``--threads 1`` lets two of these processes share a 2-core machine. ``--extra_faces N`` trains
+every arm on the cached traces plus N more faces' template traces (SynthFACS seed
+``1000 + --seed``, faces no demo split uses; cached beside the demo's cache), same steps.
 """
 
 from __future__ import annotations
@@ -46,7 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also evaluate the cached SFT on this many of its own training faces (over- or "
         "underfitting: compare with the held-out faces)",
     )
+    ap.add_argument(
+        "--extra_faces",
+        type=int,
+        default=0,
+        help="train the arms on the cached traces plus N more faces (SynthFACS seed 1000 + "
+        "--seed) with the same steps; default 0",
+    )
     args = ap.parse_args(argv)
+    if args.extra_faces < 0:
+        ap.error(f"--extra_faces must be >= 0, got {args.extra_faces}")
     arms = parse_arms(ap, args.arms, FIELDS, first=("--reference", args.reference))
     reference = arms.pop(0)[1]
 
@@ -79,13 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         train = train.select(range(min(args.train_faces, len(train))))
         ev = evaluate(cache / "sft", train)
         print(f"  the same on {len(train)} of its training faces: " + fmt_eval(ev), flush=True)
+    traces = cache / "traces"
+    if args.extra_faces:
+        traces = _with_extra_faces(base, cache, args.extra_faces)
     for name, ov in arms:
         preset = dataclasses.replace(base, **ov)
         out = Path(args.out) / name
         t = time.perf_counter()
         cpu_sft(
             cache / "base",
-            cache / "traces",
+            traces,
             out / "sft",
             out / "sft_metrics.jsonl",
             steps=preset.sft_steps,
@@ -103,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "name": name,
             "overrides": ov,
+            "extra_faces": args.extra_faces,
             "seconds": seconds,
             "vs_sft": vs,
             "eval": {k: v for k, v in ev.items() if k != "completions"},
@@ -110,6 +125,23 @@ def main(argv: list[str] | None = None) -> int:
         (out / "result.json").write_text(json.dumps(result, indent=2))
         print("RESULT " + json.dumps({k: result[k] for k in ("name", "seconds", "vs_sft")}))
     return 0
+
+
+def _with_extra_faces(base: object, cache: Path, n: int) -> Path:
+    """The cached SFT traces plus ``n`` more faces' template traces, saved once on disk."""
+    from datasets import concatenate_datasets, load_from_disk
+    from tag_train.demo._run import _faces, _traces
+
+    root = cache.parent / f"sft-extra-s{base.seed}-n{n}"
+    both = root / "traces_plus"
+    if not (both / "dataset_info.json").exists():
+        extra = dataclasses.replace(base, seed=1000 + base.seed, n_train=n, n_eval=10)
+        faces, _ = _faces(root / "faces", extra)
+        more = _traces(faces, root / "traces", extra, True)
+        merged = concatenate_datasets([load_from_disk(str(cache / "traces")), more])
+        merged.save_to_disk(str(both))
+    print(f"SFT traces: the cached ones plus {n} more faces ({both})", flush=True)
+    return both
 
 
 if __name__ == "__main__":
