@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -137,3 +138,47 @@ def test_unknown_shipped_name_is_a_clear_error():
 
     with pytest.raises(KeyError, match="not a shipped backbone"):
         shipped_backbone_path("tag-giant")
+
+
+def test_vision_stage_resumes_from_its_checkpoint_bit_identically(tmp_path, monkeypatch):
+    """An interrupted vision stage, called again with its checkpoint file, continues at the
+    saved step and ends with the same tower as a run that never stopped; a checkpoint of
+    other settings is refused by name."""
+    import torch
+    from tag_model.backbones import make_tiny_vlm
+    from tag_train.pretrain._qa import render_faces
+    from tag_train.pretrain._vision import VisionWarmup, vision_warmup
+
+    labels = ("happiness", "neutral", "fear")
+    im, ys, lm = render_faces(5, 0, 8, size=112, labels=labels, variation=1.6, progress=False)
+    faces, held = (im, ys, np.stack(lm)), (im[:3], ys[:3])
+    settings = VisionWarmup(steps=6, batch=4, seed=0)
+
+    def run(**kw):
+        model, processor = make_tiny_vlm("qwen2_vl", seed=0)
+        info = vision_warmup(model, processor, faces, held, labels, settings, progress=False, **kw)
+        return info, model.model.visual.state_dict()
+
+    _, whole = run()
+    ck = tmp_path / "stage1.ckpt.pt"
+    real_step, calls = torch.optim.AdamW.step, []
+
+    def stop_at_five(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", stop_at_five)
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint=ck, checkpoint_every=2)
+    monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
+    assert ck.exists() and torch.load(ck, weights_only=False)["step"] == 4
+    info, resumed = run(checkpoint=ck, checkpoint_every=2)
+    assert info["resumed_from"] == 4
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    other = dataclasses.replace(settings, lr=1e-3)
+    model, processor = make_tiny_vlm("qwen2_vl", seed=0)
+    with pytest.raises(ValueError, match=r"stage1\.ckpt\.pt"):
+        vision_warmup(model, processor, faces, held, labels, other, progress=False, checkpoint=ck)

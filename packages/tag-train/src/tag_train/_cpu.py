@@ -84,9 +84,11 @@ def cpu_sft(
     checkpoints: int = 4,
     desc: str = "SFT",
     verbose: bool = False,
+    resume: bool = False,
 ) -> Any:
     """``tag-train sft`` on the CPU (the demo's SFT and the pretraining's grounding stage): a
-    cosine schedule with 5 % warm-up, ``checkpoints`` saves (one kept), one progress bar."""
+    cosine schedule with 5 % warm-up, ``checkpoints`` saves (one kept), one progress bar.
+    ``resume=True`` continues from the newest checkpoint in ``out`` when there is one."""
     from trl import SFTConfig
 
     from tag_train._args import SFTScriptArguments
@@ -99,6 +101,7 @@ def cpu_sft(
         metrics_file=str(metrics),
         train_merger=train_merger,
         train_vision=train_vision,
+        resume=resume,
     )
     targs = cpu_args(
         SFTConfig,

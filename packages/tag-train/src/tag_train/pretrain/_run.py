@@ -86,7 +86,9 @@ def run_pretrain(
     4. Greedy evaluation on ``eval_faces`` held-out faces (:func:`qa_scores`).
 
     Each stage is kept in ``work_dir`` (default ``<output_dir>.work``), so a run that stops
-    resumes from the last finished stage; the folder is removed at the end.
+    resumes from the last finished stage, and within a stage from its last checkpoint (the
+    vision stage every 500 steps, ``stage1.ckpt.pt``; the grounding stage six times); the
+    folder is removed at the end.
     """
     from tag_train._cpu import cpu_job, cpu_sft
 
@@ -129,6 +131,7 @@ def run_pretrain(
             p.labels,
             VisionWarmup(steps=p.vision_steps, batch=p.vision_batch, lr=p.vision_lr, seed=p.seed),
             progress=progress,
+            checkpoint=work / "stage1.ckpt.pt",
         )
         del faces
         tmp = stage1.with_name("stage1.tmp")
@@ -136,6 +139,7 @@ def run_pretrain(
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         tmp.rename(stage1)
+        (work / "stage1.ckpt.pt").unlink(missing_ok=True)
         record["vision"] = info
         seconds["vision"] = time.perf_counter() - t
         record.setdefault("seconds", {}).update(seconds)
@@ -175,6 +179,7 @@ def run_pretrain(
             checkpoints=6,
             desc="grounding stage",
             verbose=verbose,
+            resume=True,
         )
         (stage2 / "DONE").write_text("ok")
         seconds["grounding"] = time.perf_counter() - t

@@ -8,8 +8,10 @@ the stand-in, at nano size, for the pretrained encoder a real backbone ships wit
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +63,8 @@ def vision_warmup(
     settings: VisionWarmup,
     *,
     progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 500,
 ) -> dict[str, float]:
     """Train ``model``'s vision tower (+ merger) alone on ``faces``; the rest is untouched.
 
@@ -76,7 +80,14 @@ def vision_warmup(
     AUs the trace builder grounds). A per-token head learns which grid cell each token is
     (the language model's attention averages values, which carry no position of their own);
     optionally another reads all 68 landmarks from each token alone. Returns ``seconds``,
-    ``loss``, ``eval_accuracy`` (the classifier on ``eval_faces``) and ``faces``.
+    ``loss``, ``eval_accuracy`` (the classifier on ``eval_faces``), ``faces`` and
+    ``resumed_from`` (the step a checkpoint resumed at, else 0).
+
+    With ``checkpoint`` (a file path), the stage saves its whole state there every
+    ``checkpoint_every`` steps (the tower, the heads, the optimiser, the schedule and the
+    random streams; written atomically). Called again with the same file, it resumes at the
+    saved step and ends bit-identical to an uninterrupted run at the same torch thread count.
+    A checkpoint of other settings or another data size is refused with an error naming it.
     """
     import torch
     from tag_model.detectors import GeometricAUDetector
@@ -133,11 +144,65 @@ def vision_warmup(
     model.train()
     g = torch.Generator().manual_seed(settings.seed)
     bs = min(settings.batch, len(ys))
-    bar = tqdm(range(settings.steps), desc="vision warm-up", disable=not progress)
     loss = torch.tensor(0.0)
+    head_mods = {
+        "cls": cls_head,
+        "lm": lm_head,
+        "au": au_head,
+        "pos": pos_head,
+        **({"tok_lm": tok_lm_head} if tok_lm_head is not None else {}),
+    }
+    identity = {"settings": asdict(settings), "faces": len(ys), "tokens": n_tok}
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    start = 0
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state.get("identity") != identity:
+            raise ValueError(
+                f"{ckpt}: a vision-stage checkpoint of other settings or data "
+                f"({state.get('identity')}, this run: {identity}); remove it to start over"
+            )
+        visual.load_state_dict(state["visual"])
+        for k, m in head_mods.items():
+            m.load_state_dict(state["heads"][k])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        loss = torch.tensor(float(state["loss"]))
+        t0 -= float(state["seconds"])  # the stage's time includes the runs before
+
+    def save(step: int) -> None:
+        assert ckpt is not None
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        torch.save(
+            {
+                "identity": identity,
+                "step": step,
+                "seconds": time.perf_counter() - t0,
+                "loss": float(loss.item()),
+                "visual": visual.state_dict(),
+                "heads": {k: m.state_dict() for k, m in head_mods.items()},
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "generator": g.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp,
+        )
+        os.replace(tmp, ckpt)
+
+    bar = tqdm(
+        range(start, settings.steps),
+        desc="vision warm-up",
+        disable=not progress,
+        initial=start,
+        total=settings.steps,
+    )
     cells = torch.arange(n_tok).repeat(bs)
     F = torch.nn.functional
-    for _step in bar:
+    for step in bar:
         idx = torch.randint(0, len(ys), (bs,), generator=g)
         logits, lm_pred, au_logits, cell_logits, tok_lm = heads(pix[idx], thw[idx])
         loss = (
@@ -154,6 +219,9 @@ def vision_warmup(
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        done = step + 1
+        if ckpt is not None and done % max(1, checkpoint_every) == 0 and done < settings.steps:
+            save(done)
     model.eval()
     with torch.no_grad():
         acc = float((heads(epix, ethw)[0].argmax(-1) == eys).float().mean())
@@ -164,4 +232,5 @@ def vision_warmup(
         "loss": float(loss.item()),
         "eval_accuracy": acc,
         "faces": len(ys),
+        "resumed_from": start,
     }
