@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""How much a longer vision stage lifts the tower: linear probes on the demo's faces.
+
+Runs `tag-train pretrain --preset nano`'s vision stage (same faces, seed, batch and learning
+rate) with ``--vision_steps`` steps, then fits the demo's linear probes
+(``tag_train._probes.linear_probe_scores``: class, AU set, landmarks -> boxes) on the tokens of
+the default demo's 1,400 trace faces and scores them on its 210 held-out faces. The shipped
+``tag-nano`` tower is probed on the same faces in the same run, as the baseline.
+
+    uv run tag-train rl                                   # once: caches the demo's faces
+    uv run python scripts/tower_probe.py --vision_steps 24000 --out runs/tower24k
+
+The vision stage checkpoints every 500 steps into ``--out``; run the same command again to
+resume an interrupted one. It prints one ``RESULT`` line and writes ``--out``/result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tag_train._cpu import cpu_job
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vision_steps", type=int, required=True, help="the vision stage's steps")
+    ap.add_argument("--out", required=True, help="folder: checkpoint, tower, result.json")
+    ap.add_argument("--seed", type=int, default=0, help="the default demo's seed (its faces)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--cache_dir", default=None, help="the demo's cache (default .tag-cache)")
+    args = ap.parse_args(argv)
+    if args.vision_steps < 1:
+        ap.error(f"--vision_steps must be >= 1, got {args.vision_steps}")
+
+    cpu_job(False, threads=args.threads)
+    from datasets import load_from_disk
+    from tag_model.backbones import load_backbone, make_tiny_vlm
+    from tag_train._probes import linear_probe_scores, tower_features
+    from tag_train.demo._presets import PRESETS, cache_root
+    from tag_train.pretrain import PRETRAIN_PRESETS
+    from tag_train.pretrain._qa import render_faces
+    from tag_train.pretrain._vision import VisionWarmup, mirrored, vision_warmup
+
+    demo = dataclasses.replace(PRESETS["default"], seed=args.seed)
+    cache = cache_root(args.cache_dir) / demo.key()
+    if not (cache / "eval_traces" / "dataset_info.json").exists():
+        print(
+            f"tower_probe: no demo faces at {cache}; run `uv run tag-train rl --seed {args.seed}`"
+        )
+        return 1
+    traces = load_from_disk(str(cache / "traces"))
+    eval_ds = load_from_disk(str(cache / "eval_traces"))
+
+    def probe(model: object, processor: object) -> dict[str, float]:
+        return linear_probe_scores(
+            tower_features(model, processor, list(traces["image"])),
+            np.asarray(list(traces["landmarks"]), np.float32),
+            list(traces["activated"]),
+            list(traces["label"]),
+            tower_features(model, processor, list(eval_ds["image"])),
+            list(eval_ds["activated"]),
+            list(eval_ds["label"]),
+            (demo.image_size, demo.image_size),
+        )
+
+    shipped = probe(*load_backbone("tag-nano")[:2])
+    print("shipped tag-nano: " + json.dumps(shipped), flush=True)
+
+    p = PRETRAIN_PRESETS["nano"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tower = out / "tower"
+    if not (tower / "config.json").exists():
+        render = dict(size=p.image_size, labels=p.labels, variation=p.variation, progress=True)
+        eval_start = p.vision_faces + p.qa_faces
+        held = render_faces(p.face_seed, eval_start, p.eval_faces, desc="held-out", **render)
+        model, processor = make_tiny_vlm("qwen2_vl", seed=p.seed, image_size=p.image_size)
+        faces = mirrored(*render_faces(p.face_seed, 0, p.vision_faces, desc="faces", **render))
+        info = vision_warmup(
+            model,
+            processor,
+            (faces[0], faces[1], np.stack(faces[2])),
+            (held[0], held[1]),
+            p.labels,
+            VisionWarmup(
+                steps=args.vision_steps, batch=p.vision_batch, lr=p.vision_lr, seed=p.seed
+            ),
+            checkpoint=out / "stage1.ckpt.pt",
+        )
+        del faces
+        model.save_pretrained(tower)
+        processor.save_pretrained(tower)
+        (out / "vision.json").write_text(json.dumps(info))
+        (out / "stage1.ckpt.pt").unlink(missing_ok=True)
+    info = json.loads((out / "vision.json").read_text())
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    t = time.perf_counter()
+    longer = probe(
+        AutoModelForImageTextToText.from_pretrained(tower).eval(),
+        AutoProcessor.from_pretrained(tower),
+    )
+    result = {
+        "vision_steps": args.vision_steps,
+        "demo_seed": args.seed,
+        "vision": info,
+        "probe": longer,
+        "shipped_probe": shipped,
+        "probe_seconds": time.perf_counter() - t,
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
