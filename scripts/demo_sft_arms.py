@@ -16,6 +16,8 @@ minus the cached SFT, and ``seconds``) under ``--out``/NAME and prints one ``RES
 ``--threads 1`` lets two of these processes share a 2-core machine. ``--extra_faces N`` trains
 every arm on the cached traces plus N more faces' template traces (SynthFACS seed
 ``1000 + --seed``, faces no demo split uses; cached beside the demo's cache), same steps.
+``--base_dir D`` starts the arms from another base model folder (a ``tag-train pretrain``
+output) instead of the cached ``tag-nano``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="also evaluate the cached SFT on this many of its own training faces (over- or "
         "underfitting: compare with the held-out faces)",
+    )
+    ap.add_argument(
+        "--base_dir",
+        default=None,
+        help="start the arms from this base model folder (e.g. a `tag-train pretrain` output) "
+        "instead of the cached base (the shipped tag-nano)",
     )
     ap.add_argument(
         "--extra_faces",
@@ -98,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) / name
         t = time.perf_counter()
         cpu_sft(
-            cache / "base",
+            Path(args.base_dir) if args.base_dir else cache / "base",
             traces,
             out / "sft",
             out / "sft_metrics.jsonl",
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "name": name,
             "overrides": ov,
             "extra_faces": args.extra_faces,
+            "base_dir": args.base_dir,
             "seconds": seconds,
             "vs_sft": vs,
             "eval": {k: v for k, v in ev.items() if k != "completions"},

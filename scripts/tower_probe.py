@@ -12,6 +12,9 @@ the default demo's 1,400 trace faces and scores them on its 210 held-out faces. 
 
 The vision stage checkpoints every 500 steps into ``--out``; run the same command again to
 resume an interrupted one. It prints one ``RESULT`` line and writes ``--out``/result.json.
+``--full_base`` then also runs the nano preset's grounding stage on this tower (``run_pretrain``
+with the vision stage taken from ``--out``) into ``--out``/base, a base the demo's scripts can
+start from (``scripts/demo_sft_arms.py --base_dir``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the default demo's seed (its faces)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--cache_dir", default=None, help="the demo's cache (default .tag-cache)")
+    ap.add_argument(
+        "--full_base",
+        action="store_true",
+        help="then run the grounding stage too, into OUT/base (a whole base model)",
+    )
     args = ap.parse_args(argv)
     if args.vision_steps < 1:
         ap.error(f"--vision_steps must be >= 1, got {args.vision_steps}")
@@ -116,6 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print("RESULT " + json.dumps(result), flush=True)
+    if args.full_base:
+        import shutil
+
+        from tag_train.pretrain import run_pretrain
+
+        longer_preset = dataclasses.replace(
+            p, name=f"nano-vision{args.vision_steps}", vision_steps=args.vision_steps
+        )
+        work = out / "base.work"
+        if not (work / "stage1" / "config.json").exists():
+            shutil.copytree(tower, work / "stage1", dirs_exist_ok=True)
+        record = run_pretrain(longer_preset, out / "base", work)
+        print("BASE " + json.dumps(record.get("eval", {})), flush=True)
     return 0
 
 
