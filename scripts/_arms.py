@@ -1,10 +1,13 @@
-"""The ``NAME JSON`` arms that ``demo_grpo_arms.py`` and ``demo_sft_arms.py`` take."""
+"""The ``NAME JSON`` arms that ``demo_grpo_arms.py`` and ``demo_sft_arms.py`` take, and the
+fresh faces both can add."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -32,3 +35,16 @@ def parse_arms(
             ap.error(f"arm {name}: unknown field(s) {sorted(unknown)}; use {fields}")
         arms.append((name, ov))
     return arms
+
+
+def fresh_traces(base: Any, cache: Path, n: int) -> Path:
+    """Template traces of ``n`` SynthFACS faces that no split of the demo preset ``base``
+    uses (seed ``1000 + base.seed``), built once under ``<cache>/../fresh-s<seed>-n<n>/``;
+    returns the trace dataset's folder."""
+    from tag_train.demo._run import _faces, _traces
+
+    root = cache.parent / f"fresh-s{base.seed}-n{n}"
+    fresh = dataclasses.replace(base, seed=1000 + base.seed, n_train=n, n_eval=10)
+    faces, _ = _faces(root / "faces", fresh)
+    _traces(faces, root / "traces", fresh, True)
+    return root / "traces"

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from _arms import parse_arms
+from _arms import fresh_traces, parse_arms
 from tag_train._cpu import cpu_job
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import load_from_disk
     from tag_train.demo._evaluate import greedy_eval
     from tag_train.demo._presets import PRESETS, cache_root
-    from tag_train.demo._run import _faces, _rl_arm, _traces
+    from tag_train.demo._run import _rl_arm
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     base = dataclasses.replace(PRESETS["default"], seed=args.sft_seed)
@@ -79,12 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     traces = None
     if args.fresh:
-        fresh = dataclasses.replace(base, seed=1000 + args.sft_seed, n_train=args.fresh, n_eval=10)
-        root = cache.parent / f"grpo-fresh-s{args.sft_seed}-n{args.fresh}"
-        root.mkdir(parents=True, exist_ok=True)
-        train_faces, _ = _faces(root / "faces", fresh)
-        traces = root / "traces"
-        _traces(train_faces, traces, fresh, True)
+        traces = fresh_traces(base, cache, args.fresh)
         print(f"GRPO prompts: {args.fresh} fresh faces, traces in {traces}", flush=True)
     processor = AutoProcessor.from_pretrained(cache / "sft")
     eval_ds = load_from_disk(str(cache / "eval_traces"))

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from _arms import parse_arms
+from _arms import fresh_traces, parse_arms
 from tag_train._cpu import cpu_job, cpu_sft
 
 FIELDS = ("sft_steps", "sft_batch", "sft_lr", "train_merger", "sft_train_vision")
@@ -137,17 +137,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_extra_faces(base: object, cache: Path, n: int) -> Path:
-    """The cached SFT traces plus ``n`` more faces' template traces, saved once on disk."""
+    """The cached SFT traces plus ``n`` fresh faces' template traces, saved once on disk."""
     from datasets import concatenate_datasets, load_from_disk
-    from tag_train.demo._run import _faces, _traces
 
-    root = cache.parent / f"sft-extra-s{base.seed}-n{n}"
-    both = root / "traces_plus"
+    more = fresh_traces(base, cache, n)
+    both = more.with_name("traces_plus")
     if not (both / "dataset_info.json").exists():
-        extra = dataclasses.replace(base, seed=1000 + base.seed, n_train=n, n_eval=10)
-        faces, _ = _faces(root / "faces", extra)
-        more = _traces(faces, root / "traces", extra, True)
-        merged = concatenate_datasets([load_from_disk(str(cache / "traces")), more])
+        merged = concatenate_datasets(
+            [load_from_disk(str(cache / "traces")), load_from_disk(str(more))]
+        )
         merged.save_to_disk(str(both))
     print(f"SFT traces: the cached ones plus {n} more faces ({both})", flush=True)
     return both

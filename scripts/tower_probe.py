@@ -10,7 +10,8 @@ the default demo's 1,400 trace faces and scores them on its 210 held-out faces. 
     uv run tag-train rl                                   # once: caches the demo's faces
     uv run python scripts/tower_probe.py --vision_steps 24000 --out runs/tower24k
 
-The vision stage checkpoints every 500 steps into ``--out``; run the same command again to
+The vision stage (``tag_train.pretrain._run.vision_stage``, as ``tag-train pretrain`` runs it)
+checkpoints every 500 steps into ``--out``/tower.ckpt.pt; run the same command again to
 resume an interrupted one. It prints one ``RESULT`` line and writes ``--out``/result.json.
 ``--full_base`` then also runs the nano preset's grounding stage on this tower (``run_pretrain``
 with the vision stage taken from ``--out``) into ``--out``/base, a base the demo's scripts can
@@ -26,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from tag_train._cpu import cpu_job
 
 
@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu_job(False, threads=args.threads)
     from datasets import load_from_disk
-    from tag_model.backbones import load_backbone, make_tiny_vlm
-    from tag_train._probes import linear_probe_scores, tower_features
+    from tag_model.backbones import load_backbone
+    from tag_train.demo._evaluate import probe_tower
     from tag_train.demo._presets import PRESETS, cache_root
     from tag_train.pretrain import PRETRAIN_PRESETS
-    from tag_train.pretrain._qa import render_faces
-    from tag_train.pretrain._vision import VisionWarmup, mirrored, vision_warmup
+    from tag_train.pretrain._run import held_out_faces, vision_stage
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     demo = dataclasses.replace(PRESETS["default"], seed=args.seed)
     cache = cache_root(args.cache_dir) / demo.key()
@@ -64,55 +64,31 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     traces = load_from_disk(str(cache / "traces"))
     eval_ds = load_from_disk(str(cache / "eval_traces"))
-
-    def probe(model: object, processor: object) -> dict[str, float]:
-        return linear_probe_scores(
-            tower_features(model, processor, list(traces["image"])),
-            np.asarray(list(traces["landmarks"]), np.float32),
-            list(traces["activated"]),
-            list(traces["label"]),
-            tower_features(model, processor, list(eval_ds["image"])),
-            list(eval_ds["activated"]),
-            list(eval_ds["label"]),
-            (demo.image_size, demo.image_size),
-        )
-
-    shipped = probe(*load_backbone("tag-nano")[:2])
+    shipped = probe_tower(*load_backbone("tag-nano")[:2], traces, eval_ds, demo.image_size)
     print("shipped tag-nano: " + json.dumps(shipped), flush=True)
 
-    p = PRETRAIN_PRESETS["nano"]
+    # the nano preset with a vision stage of --vision_steps
+    longer_preset = dataclasses.replace(
+        PRETRAIN_PRESETS["nano"],
+        name=f"nano-vision{args.vision_steps}",
+        vision_steps=args.vision_steps,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tower = out / "tower"
     if not (tower / "config.json").exists():
-        render = dict(size=p.image_size, labels=p.labels, variation=p.variation, progress=True)
-        eval_start = p.vision_faces + p.qa_faces
-        held = render_faces(p.face_seed, eval_start, p.eval_faces, desc="held-out", **render)
-        model, processor = make_tiny_vlm("qwen2_vl", seed=p.seed, image_size=p.image_size)
-        faces = mirrored(*render_faces(p.face_seed, 0, p.vision_faces, desc="faces", **render))
-        info = vision_warmup(
-            model,
-            processor,
-            (faces[0], faces[1], np.stack(faces[2])),
-            (held[0], held[1]),
-            p.labels,
-            VisionWarmup(
-                steps=args.vision_steps, batch=p.vision_batch, lr=p.vision_lr, seed=p.seed
-            ),
-            checkpoint=out / "stage1.ckpt.pt",
-        )
-        del faces
-        model.save_pretrained(tower)
-        processor.save_pretrained(tower)
+        held = held_out_faces(longer_preset)
+        info = vision_stage(longer_preset, tower, (held[0], held[1]))
         (out / "vision.json").write_text(json.dumps(info))
-        (out / "stage1.ckpt.pt").unlink(missing_ok=True)
     info = json.loads((out / "vision.json").read_text())
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     t = time.perf_counter()
-    longer = probe(
+    longer = probe_tower(
         AutoModelForImageTextToText.from_pretrained(tower).eval(),
         AutoProcessor.from_pretrained(tower),
+        traces,
+        eval_ds,
+        demo.image_size,
     )
     result = {
         "vision_steps": args.vision_steps,
@@ -129,9 +105,6 @@ def main(argv: list[str] | None = None) -> int:
 
         from tag_train.pretrain import run_pretrain
 
-        longer_preset = dataclasses.replace(
-            p, name=f"nano-vision{args.vision_steps}", vision_steps=args.vision_steps
-        )
         work = out / "base.work"
         if not (work / "stage1" / "config.json").exists():
             shutil.copytree(tower, work / "stage1", dirs_exist_ok=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 from tag_train.demo._presets import PROMPT_STYLE, DemoPreset
 
-__all__ = ["greedy_eval", "mean_box_baseline", "tower_probes"]
+__all__ = ["greedy_eval", "mean_box_baseline", "probe_tower", "tower_probes"]
 
 
 def _iou_stats(
@@ -159,14 +159,24 @@ def tower_probes(cache: Path, traces: Any, eval_ds: Any, preset: DemoPreset) -> 
     """Linear read-outs of the frozen warmed-up tower (``tag_train._probes``), cached."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from tag_train._probes import linear_probe_scores, tower_features
-
     path = cache / "tower_probes.json"
     if path.exists():
         return json.loads(path.read_text())
     model = AutoModelForImageTextToText.from_pretrained(cache / "base").eval()
     processor = AutoProcessor.from_pretrained(cache / "base")
-    out = linear_probe_scores(
+    out = probe_tower(model, processor, traces, eval_ds, preset.image_size)
+    path.write_text(json.dumps(out))
+    return out
+
+
+def probe_tower(
+    model: Any, processor: Any, traces: Any, eval_ds: Any, image_size: int
+) -> dict[str, float]:
+    """Linear read-outs of ``model``'s tower tokens fitted on the trace faces and scored on
+    ``eval_ds`` (:func:`tag_train._probes.linear_probe_scores`)."""
+    from tag_train._probes import linear_probe_scores, tower_features
+
+    return linear_probe_scores(
         tower_features(model, processor, list(traces["image"])),
         np.asarray(list(traces["landmarks"]), np.float32),
         list(traces["activated"]),
@@ -174,7 +184,5 @@ def tower_probes(cache: Path, traces: Any, eval_ds: Any, preset: DemoPreset) -> 
         tower_features(model, processor, list(eval_ds["image"])),
         list(eval_ds["activated"]),
         list(eval_ds["label"]),
-        (preset.image_size, preset.image_size),
+        (image_size, image_size),
     )
-    path.write_text(json.dumps(out))
-    return out

@@ -16,7 +16,7 @@ from tag_train.pretrain._presets import PRETRAIN_PRESETS, PretrainPreset
 from tag_train.pretrain._qa import qa_rows, qa_scores, render_faces
 from tag_train.pretrain._vision import VisionWarmup, mirrored, vision_warmup
 
-__all__ = ["main", "qa_generate", "run_pretrain"]
+__all__ = ["held_out_faces", "main", "qa_generate", "run_pretrain", "vision_stage"]
 
 FAMILY = "qwen2_vl"
 
@@ -67,6 +67,60 @@ def _save_dataset(cols: dict[str, list[Any]], path: Path) -> None:
     tmp.rename(path)
 
 
+def _render_args(p: PretrainPreset, progress: bool) -> dict[str, Any]:
+    """:func:`render_faces`'s face settings for the preset's faces."""
+    return dict(size=p.image_size, labels=p.labels, variation=p.variation, progress=progress)
+
+
+def held_out_faces(p: PretrainPreset, progress: bool = True) -> tuple[list, list, list]:
+    """The preset's held-out faces (after the vision and grounding ranges): ``(images,
+    labels, landmarks)``, for the vision head's accuracy and the final evaluation."""
+    return render_faces(
+        p.face_seed,
+        p.vision_faces + p.qa_faces,
+        p.eval_faces,
+        desc="held-out faces",
+        **_render_args(p, progress),
+    )
+
+
+def vision_stage(
+    p: PretrainPreset, stage1: Path, held: tuple[list, list], progress: bool = True
+) -> dict[str, float]:
+    """Stage 1 of ``p``: a fresh ``make_tiny_vlm`` whose tower learns the preset's vision
+    faces and their mirrors (:func:`vision_warmup`; ``held`` = held-out ``(images, labels)``),
+    saved to ``stage1`` (model + processor) atomically. The stage checkpoints into
+    ``<stage1>.ckpt.pt`` and resumes from it; the file is removed once ``stage1`` is saved.
+    Returns :func:`vision_warmup`'s record."""
+    from tag_model.backbones import make_tiny_vlm
+
+    ckpt = stage1.with_name(stage1.name + ".ckpt.pt")
+    model, processor = make_tiny_vlm(FAMILY, seed=p.seed, image_size=p.image_size)
+    faces = mirrored(
+        *render_faces(
+            p.face_seed, 0, p.vision_faces, desc="vision faces", **_render_args(p, progress)
+        )
+    )
+    info = vision_warmup(
+        model,
+        processor,
+        (faces[0], faces[1], np.stack(faces[2])),
+        held,
+        p.labels,
+        VisionWarmup(steps=p.vision_steps, batch=p.vision_batch, lr=p.vision_lr, seed=p.seed),
+        progress=progress,
+        checkpoint=ckpt,
+    )
+    del faces
+    tmp = stage1.with_name(stage1.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    tmp.rename(stage1)
+    ckpt.unlink(missing_ok=True)
+    return info
+
+
 def run_pretrain(
     preset: PretrainPreset,
     output_dir: str | os.PathLike[str],
@@ -93,7 +147,7 @@ def run_pretrain(
     from tag_train._cpu import cpu_job, cpu_sft
 
     cpu_job(verbose)
-    from tag_model.backbones import get_adapter, make_tiny_vlm
+    from tag_model.backbones import get_adapter
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     t_start = time.perf_counter()
@@ -110,36 +164,12 @@ def run_pretrain(
             "remove it or give --work_dir"
         )
     record["preset"] = p.to_dict()
-    render = dict(size=p.image_size, labels=p.labels, variation=p.variation, progress=progress)
-    eval_start = p.vision_faces + p.qa_faces
-    eval_im, eval_y, eval_lm = render_faces(
-        p.face_seed, eval_start, p.eval_faces, desc="held-out faces", **render
-    )
+    eval_im, eval_y, eval_lm = held_out_faces(p, progress)
 
     stage1 = work / "stage1"
     if not (stage1 / "config.json").exists():
         t = time.perf_counter()
-        model, processor = make_tiny_vlm(FAMILY, seed=p.seed, image_size=p.image_size)
-        faces = mirrored(
-            *render_faces(p.face_seed, 0, p.vision_faces, desc="vision faces", **render)
-        )
-        info = vision_warmup(
-            model,
-            processor,
-            (faces[0], faces[1], np.stack(faces[2])),
-            (eval_im, eval_y),
-            p.labels,
-            VisionWarmup(steps=p.vision_steps, batch=p.vision_batch, lr=p.vision_lr, seed=p.seed),
-            progress=progress,
-            checkpoint=work / "stage1.ckpt.pt",
-        )
-        del faces
-        tmp = stage1.with_name("stage1.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        tmp.rename(stage1)
-        (work / "stage1.ckpt.pt").unlink(missing_ok=True)
+        info = vision_stage(p, stage1, (eval_im, eval_y), progress)
         record["vision"] = info
         seconds["vision"] = time.perf_counter() - t
         record.setdefault("seconds", {}).update(seconds)
@@ -155,7 +185,11 @@ def run_pretrain(
     if not (qa / "dataset_info.json").exists():
         t = time.perf_counter()
         im, ys, lm = render_faces(
-            p.face_seed, p.vision_faces, p.qa_faces, desc="grounding faces", **render
+            p.face_seed,
+            p.vision_faces,
+            p.qa_faces,
+            desc="grounding faces",
+            **_render_args(p, progress),
         )
         _save_dataset(
             qa_rows(im, ys, lm, adapter, seed=p.seed, top_k=p.top_k, threshold=p.threshold), qa
